@@ -1,0 +1,1 @@
+"""Devices: the catalogue of device types, payload codecs per protocol, provisioning."""

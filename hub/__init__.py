@@ -1,0 +1,1 @@
+"""CareHub hub service: ingest, rules, alarms, escalation, notification, storage and CLI."""

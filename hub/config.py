@@ -1,0 +1,144 @@
+"""Configuration: pydantic-settings with the CAREHUB_ prefix and an optional TOML file.
+
+Unknown keys, in the TOML file or in ``CAREHUB_*`` variables, are an error that names the key.
+Order of precedence: explicit arguments, environment, TOML file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "CAREHUB_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    """How the hub reaches the MQTT broker."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    client_id: str = "carehub-hub"
+    keepalive_s: int = Field(default=30, ge=5)
+    # How long the broker keeps the hub's session (and queues messages for it) while it is away.
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    topic_prefix: str = "carehub/v1"
+    zigbee2mqtt_prefix: str = "zigbee2mqtt"
+
+
+class DatabaseSettings(_Section):
+    """Where the truth lives."""
+
+    url: str = "sqlite:///var/carehub.db"
+    echo: bool = False
+
+
+class IngestSettings(_Section):
+    """Batching and bounds of the MQTT ingest path."""
+
+    batch_max_messages: int = Field(default=500, ge=1)
+    batch_max_wait_ms: float = Field(default=5.0, ge=0)
+    max_payload_bytes: int = Field(default=4096, ge=64)
+    rejected_keep: int = Field(default=10_000, ge=10)
+    rejected_excerpt_bytes: int = Field(default=512, ge=16)
+    device_cache_ttl_s: float = Field(default=5.0, ge=0)
+    retry_backoff_max_s: float = Field(default=5.0, gt=0)
+
+
+class PortalSettings(_Section):
+    """The care portal's HTTP server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_base_url: str = "http://127.0.0.1:8000"
+    default_language: Literal["nb", "en"] = "nb"
+
+
+class Settings(BaseSettings):
+    """All of CareHub's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAREHUB_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    timezone: str = "Europe/Oslo"
+    demo_mode: bool = False
+    mqtt: MqttSettings = MqttSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    ingest: IngestSettings = IngestSettings()
+    portal: PortalSettings = PortalSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = _EnvWithoutConfigPath(env_settings)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env]
+        toml_path = os.environ.get(CONFIG_ENV_VAR)
+        if toml_path:
+            path = Path(toml_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"{CONFIG_ENV_VAR} points to {path}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class _EnvWithoutConfigPath(PydanticBaseSettingsSource):
+    """The environment source, minus ``CAREHUB_CONFIG`` (which names the TOML file, not a key)."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        _refuse_unknown_env(self.settings_cls)
+        data = dict(self._inner())
+        data.pop("config", None)
+        return data
+
+
+def _refuse_unknown_env(settings_cls: type[BaseSettings]) -> None:
+    """Raise on a ``CAREHUB_*`` variable that names no setting (a typo must not pass silently)."""
+    known = {CONFIG_ENV_VAR}
+    for name, field in settings_cls.model_fields.items():
+        known.add(f"CAREHUB_{name.upper()}")
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            known.update(f"CAREHUB_{name.upper()}__{sub.upper()}" for sub in section.model_fields)
+    unknown = sorted(
+        k for k in os.environ if k.upper().startswith("CAREHUB_") and k.upper() not in known
+    )
+    if unknown:
+        raise ValueError(f"unknown configuration variable(s): {', '.join(unknown)}")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings; ``config_file`` (or ``$CAREHUB_CONFIG``) names an optional TOML file."""
+    if config_file is not None:
+        os.environ[CONFIG_ENV_VAR] = str(config_file)
+    return Settings(**overrides)

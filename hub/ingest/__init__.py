@@ -1,0 +1,1 @@
+"""Ingest: MQTT messages in, decoded, stored once, acknowledged only after commit."""

@@ -1,0 +1,200 @@
+"""The MQTT adapter of ingest: a persistent MQTT 5 session, batching, and ack-after-commit.
+
+paho's network thread only queues messages. One worker thread takes them in batches (up to
+``batch_max_messages`` or ``batch_max_wait_ms`` after the first), lets ``IngestProcessor`` commit
+them, and only then sends the PUBACKs, in arrival order. A process killed at any line leaves the
+unacknowledged messages with the broker, which redelivers them to the same session.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from hub import metrics
+from hub.clock import Clock, SystemClock
+from hub.config import Settings
+from hub.ingest.pipeline import BatchOutcome, InboundMessage, IngestProcessor
+
+logger = logging.getLogger(__name__)
+
+
+def subscriptions(settings: Settings) -> list[str]:
+    """Topic filters of the hub: native events and status (three levels), and Zigbee2MQTT."""
+    prefix = settings.mqtt.topic_prefix
+    return [f"{prefix}/+/+/+", f"{settings.mqtt.zigbee2mqtt_prefix}/#"]
+
+
+class IngestService:
+    """Runs the hub's MQTT session and the batching worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processor: IngestProcessor,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = settings
+        self._processor = processor
+        self._clock = clock or SystemClock()
+        # Batching waits and latency are machine time, not domain time: always the real clock.
+        self._timer = SystemClock()
+        self._queue: queue.Queue[InboundMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._client = self._make_client()
+        self.batches = 0
+        self.last_error: str | None = None
+
+    # -- MQTT -----------------------------------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        cfg = self._settings.mqtt
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        if cfg.username:
+            client.username_pw_set(cfg.username, cfg.password)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            logger.error("MQTT connection refused: %s", reason)
+            return
+        logger.info(
+            "MQTT connected to %s:%s (session present: %s)",
+            self._settings.mqtt.host,
+            self._settings.mqtt.port,
+            flags.session_present,
+        )
+        client.subscribe([(topic, 1) for topic in subscriptions(self._settings)])
+        self._connected.set()
+        metrics.MQTT_CONNECTED.set(1)
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._connected.clear()
+        metrics.MQTT_CONNECTED.set(0)
+        if not self._stop.is_set():
+            logger.warning("MQTT disconnected (%s); paho reconnects", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(
+            InboundMessage(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                received_at=self._clock.now(),
+                mid=msg.mid,
+                qos=msg.qos,
+                dup=bool(msg.dup),
+                received_mono=self._timer.monotonic(),
+            )
+        )
+        metrics.INGEST_QUEUE.set(self._queue.qsize())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect (persistent session) and start the worker; returns at once."""
+        cfg = self._settings.mqtt
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = cfg.session_expiry_s
+        props.ReceiveMaximum = cfg.receive_maximum
+        self._worker = threading.Thread(target=self._run_worker, name="ingest-worker", daemon=True)
+        self._worker.start()
+        self._client.connect_async(
+            cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the batch in hand, then disconnect; uncommitted messages stay with the broker."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        metrics.MQTT_CONNECTED.set(0)
+
+    def status(self) -> str:
+        return "connected" if self._connected.is_set() else "disconnected"
+
+    # -- worker ---------------------------------------------------------------------------------
+    def _next_batch(self) -> list[InboundMessage]:
+        cfg = self._settings.ingest
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = self._timer.monotonic() + cfg.batch_max_wait_ms / 1000.0
+        while len(batch) < cfg.batch_max_messages:
+            remaining = deadline - self._timer.monotonic()
+            try:
+                if remaining <= 0:
+                    batch.append(self._queue.get_nowait())
+                else:
+                    batch.append(self._queue.get(timeout=remaining))
+            except queue.Empty:
+                break
+        return batch
+
+    def _run_worker(self) -> None:
+        backoff = 0.1
+        batch: list[InboundMessage] = []
+        while not self._stop.is_set():
+            if not batch:
+                batch = self._next_batch()
+                if not batch:
+                    continue
+            try:
+                outcome = self._processor.process(batch)
+            except Exception as exc:  # database down: keep the batch, ack nothing, retry
+                metrics.BATCH_FAILURES.inc()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning("ingest batch not committed (%s); retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._settings.ingest.retry_backoff_max_s)
+                continue
+            backoff = 0.1
+            self._acknowledge(batch, outcome)
+            batch = []
+
+    def _acknowledge(self, batch: Sequence[InboundMessage], outcome: BatchOutcome) -> None:
+        now = self._timer.monotonic()
+        for message in batch:
+            if message.qos > 0:
+                self._client.ack(message.mid, message.qos)
+            metrics.INGEST_LATENCY.observe(max(0.0, now - message.received_mono))
+        self.batches += 1
+        metrics.BATCH_COMMITS.inc()
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.INGEST_QUEUE.set(self._queue.qsize())
+        logger.debug(
+            "batch of %d: %d stored, %d duplicates, %d rejected, %d discovered",
+            len(batch),
+            len(outcome.stored),
+            outcome.duplicates,
+            outcome.rejected,
+            outcome.discovered,
+        )

@@ -1,0 +1,157 @@
+"""Database writes of the ingest path: events stored once, device state, discovered and rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from hub.storage.models import Device, DeviceType, DiscoveredDevice, Protocol, RejectedMessage
+from hub.storage.models import SensorEvent as SensorEventRow
+
+
+@dataclass(frozen=True, slots=True)
+class KnownDevice:
+    """What ingest needs to know about a registered device."""
+
+    id: str
+    home_id: str
+    type: DeviceType
+    protocol: Protocol
+    z2m_friendly_name: str | None
+    online: bool | None
+    test_mode_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """A sensor event that was new (not a duplicate) and is now in the database."""
+
+    id: int
+    device_id: str
+    home_id: str
+    kind: str
+    event_ts: datetime | None
+    received_at: datetime
+    seq: int | None
+    data: dict[str, Any]
+
+
+def _insert(session: Session, table: Any) -> postgresql.Insert | sqlite.Insert:
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def load_devices(
+    session: Session, native_ids: Iterable[str], z2m_names: Iterable[str]
+) -> tuple[dict[str, KnownDevice], dict[str, KnownDevice]]:
+    """Registered, not retired devices by native id and by Zigbee2MQTT friendly name."""
+    native_ids = set(native_ids)
+    z2m_names = set(z2m_names)
+    by_id: dict[str, KnownDevice] = {}
+    by_name: dict[str, KnownDevice] = {}
+    if not native_ids and not z2m_names:
+        return by_id, by_name
+    conditions = []
+    if native_ids:
+        conditions.append(Device.id.in_(native_ids))
+    if z2m_names:
+        conditions.append(Device.z2m_friendly_name.in_(z2m_names))
+    rows = session.execute(
+        select(
+            Device.id,
+            Device.home_id,
+            Device.type,
+            Device.protocol,
+            Device.z2m_friendly_name,
+            Device.online,
+            Device.test_mode_until,
+        ).where(or_(*conditions), Device.retired_at.is_(None))
+    ).all()
+    for row in rows:
+        known = KnownDevice(*row)
+        if known.id in native_ids:
+            by_id[known.id] = known
+        if known.z2m_friendly_name is not None and known.z2m_friendly_name in z2m_names:
+            by_name[known.z2m_friendly_name] = known
+    return by_id, by_name
+
+
+def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[StoredEvent]:
+    """Insert sensor events; ones whose (device, dedup_key) already exists are skipped.
+
+    Returns the events that were new, in input order.
+    """
+    if not rows:
+        return []
+    stmt = (
+        _insert(session, SensorEventRow)
+        .on_conflict_do_nothing(index_elements=["device_id", "dedup_key"])
+        .returning(SensorEventRow.id, SensorEventRow.device_id, SensorEventRow.dedup_key)
+    )
+    inserted = session.execute(stmt, list(rows)).all()
+    ids_by_key: dict[tuple[str, str | None], list[int]] = {}
+    for event_id, device_id, dedup_key in inserted:
+        ids_by_key.setdefault((device_id, dedup_key), []).append(event_id)
+    stored: list[StoredEvent] = []
+    for row in rows:
+        ids = ids_by_key.get((row["device_id"], row["dedup_key"]))
+        if not ids:
+            continue
+        stored.append(
+            StoredEvent(
+                id=ids.pop(0),
+                device_id=row["device_id"],
+                home_id=row["home_id"],
+                kind=row["kind"],
+                event_ts=row["event_ts"],
+                received_at=row["received_at"],
+                seq=row["seq"],
+                data=row["data"],
+            )
+        )
+    return stored
+
+
+def update_devices(session: Session, changes: dict[str, dict[str, Any]]) -> None:
+    """Apply per-device column changes (online, battery, rssi, tamper, last_seen_at, last_seq)."""
+    for device_id, values in changes.items():
+        if values:
+            session.execute(update(Device).where(Device.id == device_id).values(**values))
+
+
+def upsert_discovered(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Record messages from unregistered devices, one row per (protocol, identifier)."""
+    for row in rows:
+        stmt = _insert(session, DiscoveredDevice).values(**row, message_count=1)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["protocol", "identifier"],
+            set_={
+                "last_seen_at": excluded.last_seen_at,
+                "last_topic": excluded.last_topic,
+                "last_payload": excluded.last_payload,
+                "last_kind": excluded.last_kind,
+                "home_hint": excluded.home_hint,
+                "message_count": DiscoveredDevice.message_count + 1,
+            },
+        )
+        session.execute(stmt)
+
+
+def insert_rejected(session: Session, rows: Sequence[dict[str, Any]], keep: int) -> None:
+    """Keep rejected messages with their reason; only the newest ``keep`` rows are kept."""
+    if not rows:
+        return
+    session.execute(_insert(session, RejectedMessage), list(rows))
+    cutoff = session.execute(
+        select(RejectedMessage.id).order_by(RejectedMessage.id.desc()).offset(keep).limit(1)
+    ).scalar_one_or_none()
+    if cutoff is not None:
+        session.execute(delete(RejectedMessage).where(RejectedMessage.id <= cutoff))

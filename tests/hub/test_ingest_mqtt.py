@@ -1,0 +1,126 @@
+"""The hub's ingest through a real Mosquitto into SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+
+from hub.broker import MosquittoProcess
+from hub.config import DatabaseSettings, MqttSettings, Settings
+from hub.runtime import HubRuntime
+from hub.storage.models import Device, DiscoveredDevice, RejectedMessage, SensorEvent
+from tests.factories import add_home
+from tests.mqtt_helpers import Publisher, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def _settings(broker: MosquittoProcess, db_url: str, client_id: str = "carehub-test") -> Settings:
+    return Settings(
+        mqtt=MqttSettings(host=broker.host, port=broker.port, client_id=client_id),
+        database=DatabaseSettings(url=db_url),
+    )
+
+
+@pytest.fixture
+def hub(mosquitto: MosquittoProcess, db_url: str) -> Iterator[HubRuntime]:
+    runtime = HubRuntime(_settings(mosquitto, db_url))
+    add_home(runtime.session_factory)
+    runtime.start()
+    assert runtime.ingest.wait_connected(10)
+    yield runtime
+    runtime.stop()
+
+
+@pytest.fixture
+def publisher(mosquitto: MosquittoProcess) -> Iterator[Publisher]:
+    pub = Publisher(mosquitto.host, mosquitto.port)
+    yield pub
+    pub.close()
+
+
+def _native(seq: int, kind: str = "fall", **extra: object) -> dict[str, object]:
+    ts = datetime(2026, 1, 5, 14, 32, seq % 60, tzinfo=UTC).isoformat()
+    return {"type": kind, "ts": ts, "seq": seq, **extra}
+
+
+def _count(runtime: HubRuntime, *where: object) -> int:
+    with runtime.session_factory() as session:
+        query = select(func.count()).select_from(SensorEvent)
+        for clause in where:
+            query = query.where(clause)  # type: ignore[arg-type]
+        return int(session.scalar(query) or 0)
+
+
+def _metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_good_bad_and_unknown_messages_each_land_where_they_should(
+    hub: HubRuntime, publisher: Publisher
+) -> None:
+    rejected_before = _metric("carehub_messages_rejected_total", reason="invalid_json")
+    publisher.publish("carehub/v1/h1/d-fall/event", b"{oops")
+    publisher.publish("carehub/v1/h1/d-door/event", _native(1, "door", open=1))
+    publisher.publish("carehub/v1/h1/d-door/event", json.dumps({"pad": "x" * 5000}))
+    publisher.publish("carehub/v1/h9/stranger/event", _native(1, "button", action="press"))
+    publisher.publish("carehub/v1/h1/d-fall/event", _native(1, "fall", confidence=0.9))
+    publisher.publish("zigbee2mqtt/hall_door", {"contact": False, "battery": 77})
+
+    wait_until(lambda: _count(hub, SensorEvent.kind.in_(["fall", "door"])) == 2)
+    with hub.session_factory() as session:
+        reasons = session.scalars(select(RejectedMessage.reason_code).order_by(RejectedMessage.id))
+        assert list(reasons) == ["invalid_json", "schema", "oversized"]
+        [stranger] = session.scalars(select(DiscoveredDevice)).all()
+        door = session.get(Device, "z-door")
+    assert (stranger.identifier, stranger.home_hint) == ("stranger", "h9")
+    assert door is not None and door.battery == 77 and door.online is True
+    assert _metric("carehub_messages_rejected_total", reason="invalid_json") == rejected_before + 1
+
+
+def test_events_published_while_the_hub_is_down_arrive_when_it_returns(
+    mosquitto: MosquittoProcess, db_url: str, publisher: Publisher
+) -> None:
+    settings = _settings(mosquitto, db_url, client_id="carehub-offline-test")
+    first = HubRuntime(settings)
+    add_home(first.session_factory)
+    first.start()
+    assert first.ingest.wait_connected(10)
+    first.stop()  # the persistent session stays with the broker
+
+    for seq in range(1, 51):
+        publisher.publish("carehub/v1/h1/d-fall/event", _native(seq))
+
+    second = HubRuntime(settings)
+    second.start()
+    try:
+        wait_until(lambda: _count(second, SensorEvent.kind == "fall") == 50)
+    finally:
+        second.stop()
+
+
+def test_a_broker_restart_loses_nothing_the_hub_had_not_taken(
+    mosquitto: MosquittoProcess, db_url: str, publisher: Publisher
+) -> None:
+    settings = _settings(mosquitto, db_url, client_id="carehub-restart-test")
+    runtime = HubRuntime(settings)
+    add_home(runtime.session_factory)
+    runtime.start()
+    assert runtime.ingest.wait_connected(10)
+    runtime.stop()
+    for seq in range(1, 21):
+        publisher.publish("carehub/v1/h1/d-fall/event", _native(seq))
+    publisher.close()
+    mosquitto.restart()  # graceful: the broker saves its queue
+
+    again = HubRuntime(settings)
+    again.start()
+    try:
+        wait_until(lambda: _count(again, SensorEvent.kind == "fall") == 20, timeout=20)
+    finally:
+        again.stop()

@@ -94,7 +94,8 @@ def dedup_key(msg: SensorEventMsg) -> str | None:
     if msg.seq is not None and msg.ts is not None:
         return f"{msg.seq}@{msg.ts.isoformat()}"
     if msg.last_seen is not None:
-        return f"z2m@{msg.last_seen}"[:96]
+        # one Zigbee2MQTT message can carry several events (a radar's fall and occupancy)
+        return f"z2m@{msg.kind.value}@{msg.last_seen}"[:96]
     return None
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -48,6 +48,50 @@ def _insert(session: Session, table: Any) -> postgresql.Insert | sqlite.Insert:
     return sqlite.insert(table)
 
 
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_EVENTS: Table = SensorEventRow.__table__  # type: ignore[assignment]
+_DEVICE_COLUMNS = ("battery", "tamper", "rssi", "online", "last_seen_at", "last_seq")
+
+# Statements built once: constructing SQLAlchemy expressions per batch costs more than running them.
+_LOAD_DEVICES = select(
+    _DEVICES.c.id,
+    _DEVICES.c.home_id,
+    _DEVICES.c.type,
+    _DEVICES.c.protocol,
+    _DEVICES.c.z2m_friendly_name,
+    _DEVICES.c.online,
+    _DEVICES.c.test_mode_until,
+).where(
+    or_(
+        _DEVICES.c.id.in_(bindparam("ids", expanding=True)),
+        _DEVICES.c.z2m_friendly_name.in_(bindparam("names", expanding=True)),
+    ),
+    _DEVICES.c.retired_at.is_(None),
+)
+_UPDATE_DEVICES = (
+    update(_DEVICES)
+    .where(_DEVICES.c.id == bindparam("b_id"))
+    .values(
+        {
+            col: func.coalesce(bindparam(f"b_{col}", type_=_DEVICES.c[col].type), _DEVICES.c[col])
+            for col in _DEVICE_COLUMNS
+        }
+    )
+)
+_INSERT_EVENTS: dict[str, Any] = {}
+
+
+def _insert_events_stmt(dialect: str) -> Any:
+    stmt = _INSERT_EVENTS.get(dialect)
+    if stmt is None:
+        base = postgresql.insert(_EVENTS) if dialect == "postgresql" else sqlite.insert(_EVENTS)
+        stmt = base.on_conflict_do_nothing(index_elements=["device_id", "dedup_key"]).returning(
+            _EVENTS.c.id, _EVENTS.c.device_id, _EVENTS.c.dedup_key
+        )
+        _INSERT_EVENTS[dialect] = stmt
+    return stmt
+
+
 def load_devices(
     session: Session, native_ids: Iterable[str], z2m_names: Iterable[str]
 ) -> tuple[dict[str, KnownDevice], dict[str, KnownDevice]]:
@@ -58,23 +102,9 @@ def load_devices(
     by_name: dict[str, KnownDevice] = {}
     if not native_ids and not z2m_names:
         return by_id, by_name
-    conditions = []
-    if native_ids:
-        conditions.append(Device.id.in_(native_ids))
-    if z2m_names:
-        conditions.append(Device.z2m_friendly_name.in_(z2m_names))
-    rows = session.execute(
-        select(
-            Device.id,
-            Device.home_id,
-            Device.type,
-            Device.protocol,
-            Device.z2m_friendly_name,
-            Device.online,
-            Device.test_mode_until,
-        ).where(or_(*conditions), Device.retired_at.is_(None))
-    ).all()
-    for row in rows:
+    query = _LOAD_DEVICES
+    params = {"ids": sorted(native_ids), "names": sorted(z2m_names)}
+    for row in session.connection().execute(query, params):
         known = KnownDevice(*row)
         if known.id in native_ids:
             by_id[known.id] = known
@@ -90,15 +120,11 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[Stor
     """
     if not rows:
         return []
-    stmt = (
-        _insert(session, SensorEventRow)
-        .on_conflict_do_nothing(index_elements=["device_id", "dedup_key"])
-        .returning(SensorEventRow.id, SensorEventRow.device_id, SensorEventRow.dedup_key)
-    )
-    inserted = session.execute(stmt, list(rows)).all()
+    stmt = _insert_events_stmt(session.get_bind().dialect.name)
+    inserted = session.connection().execute(stmt, list(rows)).all()
     ids_by_key: dict[tuple[str, str | None], list[int]] = {}
-    for event_id, device_id, dedup_key in inserted:
-        ids_by_key.setdefault((device_id, dedup_key), []).append(event_id)
+    for event_id, device_id, key in inserted:
+        ids_by_key.setdefault((device_id, key), []).append(event_id)
     stored: list[StoredEvent] = []
     for row in rows:
         ids = ids_by_key.get((row["device_id"], row["dedup_key"]))
@@ -120,10 +146,18 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[Stor
 
 
 def update_devices(session: Session, changes: dict[str, dict[str, Any]]) -> None:
-    """Apply per-device column changes (online, battery, rssi, tamper, last_seen_at, last_seq)."""
-    for device_id, values in changes.items():
-        if values:
-            session.execute(update(Device).where(Device.id == device_id).values(**values))
+    """Apply per-device changes (online, battery, rssi, tamper, last_seen_at, last_seq).
+
+    One executemany statement; a column a message did not mention keeps its value (COALESCE).
+    """
+    params = [
+        {"b_id": device_id, **{f"b_{col}": values.get(col) for col in _DEVICE_COLUMNS}}
+        for device_id, values in changes.items()
+        if values
+    ]
+    if not params:
+        return
+    session.connection().execute(_UPDATE_DEVICES, params)
 
 
 def upsert_discovered(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -33,6 +33,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs["pool_pre_ping"] = True
+    if parsed.get_backend_name() == "postgresql":
+        # a network outage must fail a health check or a batch in seconds, not hang it
+        kwargs["connect_args"] = {"connect_timeout": 5}
     return create_engine(url, **kwargs)
 
 

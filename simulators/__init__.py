@@ -1,0 +1,1 @@
+"""Simulated devices, homes and their command-line tool (``carehub-sim``)."""

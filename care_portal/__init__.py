@@ -1,0 +1,1 @@
+"""CareHub's care portal: the FastAPI app that home-care staff and installers use."""

@@ -1,0 +1,80 @@
+"""The care portal's app factory: settings, database, clock and routers wired into one FastAPI."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, Request, status
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.responses import Response
+
+from care_portal.const import STATIC_DIR
+from care_portal.i18n import Translator, load_catalogues, remember_language_choice, request_language
+from care_portal.routers import health, overview
+from care_portal.templating import make_templates, render
+from hub.clock import Clock, SystemClock
+from hub.config import Settings
+from hub.storage.db import make_engine, make_sessionmaker
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    session_factory: sessionmaker[Session] | None = None,
+    clock: Clock | None = None,
+    ingest_status: Callable[[], str] | None = None,
+) -> FastAPI:
+    """Build the portal. Without ``session_factory`` it opens ``settings.database.url`` itself.
+
+    ``ingest_status`` reports the MQTT ingest's state when the ingest runs in this process.
+    """
+    owned_engine: Engine | None = None
+    if session_factory is None:
+        owned_engine = make_engine(settings.database.url, echo=settings.database.echo)
+        session_factory = make_sessionmaker(owned_engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned_engine is not None:
+            owned_engine.dispose()
+
+    app = FastAPI(title="CareHub care portal", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.clock = clock if clock is not None else SystemClock()
+    app.state.ingest_status = ingest_status
+    app.state.timezone = ZoneInfo(settings.timezone)
+    app.state.catalogues = load_catalogues()
+    app.state.templates = make_templates()
+
+    app.middleware("http")(remember_language_choice)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(health.router)
+    app.include_router(overview.router)
+    return app
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    """A page that needs the database while it is away: 503 and a message a person can read."""
+    logger.error("database unavailable while serving %s", request.url.path, exc_info=exc)
+    settings: Settings = request.app.state.settings
+    language = request_language(request, settings.portal.default_language)
+    t = Translator(language, request.app.state.catalogues[language])
+    return render(
+        request.app.state.templates,
+        request,
+        "error.html",
+        t,
+        {"message": t("error.database")},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )

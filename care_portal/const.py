@@ -1,0 +1,26 @@
+"""Constants of the care portal, in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+PACKAGE_DIR: Final = Path(__file__).resolve().parent
+TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
+STATIC_DIR: Final = PACKAGE_DIR / "static"
+TRANSLATIONS_DIR: Final = PACKAGE_DIR / "translations"
+
+# The cookie that remembers a language picked with ``?lang=``; a year, like most sites do.
+LANG_COOKIE: Final = "carehub_lang"
+LANG_COOKIE_MAX_AGE_S: Final = 365 * 24 * 3600
+LANG_QUERY_PARAM: Final = "lang"
+
+# How often the overview page asks for a fresh fragment (htmx ``every``).
+OVERVIEW_POLL_INTERVAL_S: Final = 5
+OVERVIEW_HOMES_LIMIT: Final = 100
+OVERVIEW_EVENTS_LIMIT: Final = 50
+OVERVIEW_REJECTED_LIMIT: Final = 10
+# Characters of an event's data shown on the overview before it is cut with "…".
+EVENT_DATA_MAX_CHARS: Final = 160
+# Under this battery level a device's battery is highlighted (the product's low-battery line).
+LOW_BATTERY_PERCENT: Final = 20

@@ -1,0 +1,1 @@
+"""Request, response and view models of the portal, one module per resource, apart from routes."""

@@ -22,7 +22,9 @@ from hub.storage.db import make_engine, make_sessionmaker, transaction
 from hub.storage.models import Device, DiscoveredDevice, StaffRole, StaffUser
 
 app = typer.Typer(
-    help="CareHub: the welfare-technology home-care and alarm hub.", no_args_is_help=True
+    pretty_exceptions_show_locals=False,
+    help="CareHub: the welfare-technology home-care and alarm hub.",
+    no_args_is_help=True,
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 user_app = typer.Typer(help="Portal accounts.", no_args_is_help=True)
@@ -181,6 +183,7 @@ def user_add(
 def device_list(home: Annotated[str | None, typer.Option(help="Only this home.")] = None) -> None:
     """List registered devices with online state, battery and last seen."""
     settings = _settings()
+    _require_schema(settings)
     engine = make_engine(settings.database.url)
     table = Table("device", "home", "type", "protocol", "online", "battery", "last seen")
     try:
@@ -208,6 +211,7 @@ def device_list(home: Annotated[str | None, typer.Option(help="Only this home.")
 def device_discovered() -> None:
     """List devices that talk to the hub but are not registered (waiting to be paired)."""
     settings = _settings()
+    _require_schema(settings)
     engine = make_engine(settings.database.url)
     table = Table("protocol", "identifier", "home (from topic)", "messages", "last seen", "last")
     try:

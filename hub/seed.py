@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -38,127 +39,76 @@ class DemoDevice:
     id: str
     type: DeviceType
     protocol: Protocol
-    room: str
+    room: str | None
     z2m_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DemoHome:
     home_id: str
-    address: str
-    resident_label: str
-    resident_name: str
-    rooms: tuple[tuple[str, str], ...]
     devices: tuple[DemoDevice, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResident:
+    label: str
+    name: str
+    address: str
     relatives: tuple[tuple[str, str, RelativeRole], ...] = ()
 
 
-_ROOMS = (
-    ("Soverom", "bedroom"),
-    ("Bad", "bathroom"),
-    ("Gang", "entrance"),
-    ("Stue", "living"),
-    ("Kjøkken", "kitchen"),
-)
-
-DEMO_HOMES: tuple[DemoHome, ...] = (
-    DemoHome(
-        "h-orje-01",
-        "Storgata 1, 1870 Ørje",
+DEMO_RESIDENTS: tuple[DemoResident, ...] = (
+    DemoResident(
         "Kari N., Storgata",
         "Kari Nordmann",
-        _ROOMS,
-        (
-            DemoDevice("d-orje-01-fall", DeviceType.FALL_SENSOR, Protocol.NATIVE, "Soverom"),
-            DemoDevice("d-orje-01-button", DeviceType.ALARM_BUTTON, Protocol.NATIVE, "Stue"),
-            DemoDevice("d-orje-01-motion-bath", DeviceType.MOTION_SENSOR, Protocol.NATIVE, "Bad"),
-            DemoDevice(
-                "z-orje-01-door",
-                DeviceType.DOOR_CONTACT,
-                Protocol.ZIGBEE2MQTT,
-                "Gang",
-                "orje01_door",
-            ),
-            DemoDevice(
-                "z-orje-01-motion-living",
-                DeviceType.MOTION_SENSOR,
-                Protocol.ZIGBEE2MQTT,
-                "Stue",
-                "orje01_living_motion",
-            ),
-        ),
+        "Storgata 1, 1870 Ørje",
         (("Anne Nordmann", "+4791000001", RelativeRole.ACTING),),
     ),
-    DemoHome(
-        "h-orje-02",
-        "Haldenveien 12, 1870 Ørje",
+    DemoResident(
         "Ola H., Haldenveien",
         "Ola Hansen",
-        _ROOMS,
-        (
-            DemoDevice(
-                "z-orje-02-radar",
-                DeviceType.FALL_SENSOR,
-                Protocol.ZIGBEE2MQTT,
-                "Bad",
-                "orje02_fall_radar",
-            ),
-            DemoDevice("d-orje-02-button", DeviceType.ALARM_BUTTON, Protocol.NATIVE, "Soverom"),
-            DemoDevice("d-orje-02-door", DeviceType.DOOR_CONTACT, Protocol.NATIVE, "Gang"),
-            DemoDevice(
-                "d-orje-02-motion-living", DeviceType.MOTION_SENSOR, Protocol.NATIVE, "Stue"
-            ),
-        ),
+        "Haldenveien 12, 1870 Ørje",
         (("Per Hansen", "+4791000002", RelativeRole.INFORMED),),
     ),
-    DemoHome(
-        "h-orje-03",
-        "Kirkeveien 3, 1870 Ørje",
-        "Ingrid B., Kirkeveien",
-        "Ingrid Berg",
-        _ROOMS,
-        (
-            DemoDevice("d-orje-03-fall", DeviceType.FALL_SENSOR, Protocol.NATIVE, "Stue"),
-            DemoDevice("d-orje-03-button", DeviceType.ALARM_BUTTON, Protocol.NATIVE, "Soverom"),
-            DemoDevice("d-orje-03-door", DeviceType.DOOR_CONTACT, Protocol.NATIVE, "Gang"),
-            DemoDevice("d-orje-03-motion-bath", DeviceType.MOTION_SENSOR, Protocol.NATIVE, "Bad"),
-            DemoDevice(
-                "d-orje-03-motion-bed", DeviceType.MOTION_SENSOR, Protocol.NATIVE, "Soverom"
-            ),
-        ),
-    ),
+    DemoResident("Ingrid B., Kirkeveien", "Ingrid Berg", "Kirkeveien 3, 1870 Ørje"),
 )
 
 
-def seed_demo(session: Session, clock: Clock) -> bool:
-    """Create the demo municipality unless it exists; returns whether anything was created."""
+def seed_demo(session: Session, clock: Clock, homes: Sequence[DemoHome]) -> bool:
+    """Create zone Ørje, a resident per home (up to three), their devices and the demo accounts.
+
+    Does nothing and returns False when the zone exists already.
+    """
     if session.scalar(select(Zone).where(Zone.name == "Ørje")) is not None:
         return False
     now = clock.now()
     zone = Zone(name="Ørje", created_at=now)
     session.add(zone)
     session.flush()
-    for spec in DEMO_HOMES:
-        home = Home(id=spec.home_id, zone_id=zone.id, address=spec.address, created_at=now)
+    for spec, person in zip(homes, DEMO_RESIDENTS, strict=False):
+        home = Home(id=spec.home_id, zone_id=zone.id, address=person.address, created_at=now)
         session.add(home)
-        rooms = {name: Room(home=home, name=name, kind=kind) for name, kind in spec.rooms}
+        rooms: dict[str, Room] = {}
+        for dev in spec.devices:
+            if dev.room and dev.room not in rooms:
+                rooms[dev.room] = Room(home=home, name=dev.room, kind=_room_kind(dev.room))
         session.add_all(rooms.values())
         resident = Resident(
             home=home,
             zone_id=zone.id,
-            label=spec.resident_label,
-            full_name=spec.resident_name,
+            label=person.label,
+            full_name=person.name,
             created_at=now,
         )
         session.add(resident)
-        for priority, (name, phone, role) in enumerate(spec.relatives, start=1):
+        for priority, (rel_name, rel_phone, rel_role) in enumerate(person.relatives, start=1):
             session.add(
                 Relative(
                     resident=resident,
-                    name=name,
-                    phone=phone,
+                    name=rel_name,
+                    phone=rel_phone,
                     priority=priority,
-                    role=role,
+                    role=rel_role,
                     created_at=now,
                 )
             )
@@ -167,7 +117,7 @@ def seed_demo(session: Session, clock: Clock) -> bool:
                 Device(
                     id=dev.id,
                     home=home,
-                    room=rooms[dev.room],
+                    room=rooms.get(dev.room) if dev.room else None,
                     type=dev.type,
                     protocol=dev.protocol,
                     z2m_friendly_name=dev.z2m_name,
@@ -191,3 +141,11 @@ def seed_demo(session: Session, clock: Clock) -> bool:
                 )
             )
     return True
+
+
+def _room_kind(name: str) -> str:
+    lowered = name.lower()
+    for kind in ("bedroom", "bathroom", "kitchen", "living", "entrance"):
+        if kind in lowered:
+            return kind
+    return "other"

@@ -1,0 +1,120 @@
+"""``carehub demo``: broker, database, demo municipality, hub, portal and simulated homes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+
+from hub.broker import BrokerError, ensure_broker
+from hub.config import Settings
+from hub.runtime import HubRuntime
+from hub.seed import DEMO_ACCOUNTS, DEMO_PASSWORD, DemoDevice, DemoHome, seed_demo
+from hub.storage import migrate
+from hub.storage.db import transaction
+from hub.storage.models import Protocol
+from simulators.homes import HomeFleet
+
+logger = logging.getLogger(__name__)
+
+DEMO_SEED = 2026
+DEMO_HOMES = 3
+DEMO_EVENTS_PER_MIN = 30.0
+VAR = Path("var")
+
+
+def demo_homes(fleet: HomeFleet) -> list[DemoHome]:
+    """The simulated fleet's homes and devices, as rows for the demo municipality."""
+    homes = []
+    for home in fleet.homes:
+        devices = tuple(
+            DemoDevice(
+                id=d.identifier,
+                type=d.type,
+                protocol=d.protocol,
+                room=None if d.room in (None, "pendant") else d.room,
+                z2m_name=d.identifier if d.protocol is Protocol.ZIGBEE2MQTT else None,
+            )
+            for d in home.devices
+        )
+        homes.append(DemoHome(home.home_id, devices))
+    return homes
+
+
+def run_demo(settings: Settings, *, simulate: bool, allow_install: bool, console: Console) -> None:
+    """Run everything until Ctrl-C, then stop it all cleanly."""
+    settings = settings.model_copy(update={"demo_mode": True})
+    VAR.mkdir(exist_ok=True)
+    try:
+        broker = ensure_broker(
+            settings.mqtt.host,
+            settings.mqtt.port,
+            VAR / "mosquitto",
+            allow_install=allow_install,
+        )
+    except BrokerError as exc:
+        console.print(f"[red]No MQTT broker:[/red] {exc}")
+        raise SystemExit(1) from exc
+    fleet_thread: threading.Thread | None = None
+    fleet = HomeFleet(
+        DEMO_HOMES, rate_per_min=DEMO_EVENTS_PER_MIN, seed=DEMO_SEED, home_prefix="h-orje"
+    )
+    runtime: HubRuntime | None = None
+    try:
+        migrate.upgrade(settings.database.url)
+        runtime = HubRuntime(settings)
+        with transaction(runtime.session_factory) as session:
+            created = seed_demo(session, runtime.clock, demo_homes(fleet))
+        runtime.start()
+        if not runtime.ingest.wait_connected(15):
+            console.print("[yellow]The hub has not connected to the broker yet; it keeps trying.")
+        if simulate:
+            fleet_thread = threading.Thread(
+                target=fleet.run,
+                kwargs={
+                    "duration_s": 365 * 24 * 3600.0,
+                    "host": broker.host,
+                    "port": broker.port,
+                    "heartbeat_s": 60.0,
+                },
+                name="demo-fleet",
+                daemon=True,
+            )
+            fleet_thread.start()
+        first = fleet.homes[0].fall_sensor
+        protocol_flag = " --protocol zigbee2mqtt" if first.protocol is Protocol.ZIGBEE2MQTT else ""
+        accounts = "\n".join(
+            f"  {name:<12} ({role.value}) password: {DEMO_PASSWORD}"
+            for name, role, _display, _phone in DEMO_ACCOUNTS
+        )
+        console.print(
+            Panel.fit(
+                f"Care portal   {settings.portal.public_base_url}\n"
+                f"MQTT broker   {broker.host}:{broker.port} ({broker.kind.value})\n"
+                f"Database      {settings.database.url}"
+                f"{' (demo municipality created)' if created else ''}\n"
+                f"Simulated     {DEMO_HOMES} homes in Ørje, about {DEMO_EVENTS_PER_MIN:.0f} "
+                f"events/min{'' if simulate else ' (off)'}\n\n"
+                f"Demo accounts (demo mode only):\n{accounts}\n\n"
+                "Fire an event yourself, e.g.:\n"
+                f"  .venv/bin/carehub-sim event fall --home {first.home_id} "
+                f"--device {first.identifier}{protocol_flag}\n"
+                "Stop with Ctrl-C.",
+                title="CareHub demo",
+            )
+        )
+        runtime.serve_portal()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping the demo…")
+        fleet.stop()
+        if fleet_thread is not None:
+            fleet_thread.join(10)
+        if runtime is not None:
+            runtime.stop()
+        broker.close()
+        console.print("CareHub demo stopped.")

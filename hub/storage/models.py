@@ -157,6 +157,8 @@ class Resident(Base):
     label: Mapped[str] = mapped_column(String(100))
     full_name: Mapped[str] = mapped_column(String(200))
     absence_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Per-resident overrides of the rule defaults (hub.rules.config.RuleConfig); NULL = defaults.
+    rule_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     home: Mapped[Home] = relationship(back_populates="residents")
@@ -287,6 +289,8 @@ class Alarm(Base):
     severity: Mapped[Severity] = mapped_column(_enum(Severity, "alarm_severity"))
     status: Mapped[AlarmStatus] = mapped_column(_enum(AlarmStatus, "alarm_status"))
     outcome: Mapped[str | None] = mapped_column(String(32))
+    # Why it fired, for people (e.g. "door open since 02:10, not back within 10 min")
+    summary: Mapped[str] = mapped_column(String(300), default="", server_default="")
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     event_count: Mapped[int] = mapped_column(Integer, default=1)
@@ -313,12 +317,36 @@ class AlarmTimelineEntry(Base):
     alarm: Mapped[Alarm] = relationship(back_populates="timeline")
 
 
+class RuleState(Base):
+    """The rules' memory for one resident (JSON), and when they next need to look again."""
+
+    __tablename__ = "rule_states"
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id"), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The earliest time a timer-driven rule is due for this resident; NULL = nothing pending.
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """A bearer token from the OAuth2 password flow; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 # Kept for the migration tests: tables that the schema has but the ORM does not map.
 UNMAPPED_TABLES = frozenset({"apscheduler_jobs"})
 __all__ = [
     "Alarm",
     "AlarmStatus",
     "AlarmTimelineEntry",
+    "ApiToken",
     "Base",
     "Device",
     "DeviceType",
@@ -330,6 +358,7 @@ __all__ = [
     "RelativeRole",
     "Resident",
     "Room",
+    "RuleState",
     "SensorEvent",
     "Severity",
     "StaffRole",

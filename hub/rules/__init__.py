@@ -1,0 +1,1 @@
+"""Alarm rules: pure functions of (config, state, observation or due time, now) -> decisions."""

@@ -7,6 +7,7 @@ Order of precedence: explicit arguments, environment, TOML file, defaults.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,6 +21,8 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV_VAR = "CAREHUB_CONFIG"
+# The TOML file named on the command line; wins over $CAREHUB_CONFIG.
+_config_file: ContextVar[str | None] = ContextVar("carehub_config_file", default=None)
 
 
 class _Section(BaseModel):
@@ -108,7 +111,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         env = _EnvWithoutConfigPath(env_settings)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env]
-        toml_path = os.environ.get(CONFIG_ENV_VAR)
+        toml_path = _config_file.get() or os.environ.get(CONFIG_ENV_VAR)
         if toml_path:
             path = Path(toml_path)
             if not path.is_file():
@@ -150,7 +153,9 @@ def _refuse_unknown_env(settings_cls: type[BaseSettings]) -> None:
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Load settings; ``config_file`` (or ``$CAREHUB_CONFIG``) names an optional TOML file."""
-    if config_file is not None:
-        os.environ[CONFIG_ENV_VAR] = str(config_file)
-    return Settings(**overrides)
+    """Load settings; ``config_file`` (else ``$CAREHUB_CONFIG``) names an optional TOML file."""
+    token = _config_file.set(str(config_file) if config_file is not None else None)
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_file.reset(token)

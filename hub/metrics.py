@@ -36,3 +36,6 @@ INGEST_LATENCY = Histogram(
 )
 MQTT_CONNECTED = Gauge("carehub_mqtt_connected", "1 while the hub's MQTT session is connected")
 INGEST_QUEUE = Gauge("carehub_ingest_queue_depth", "Messages received and not yet committed")
+ALARMS_OPENED = Counter(
+    "carehub_alarms_opened_total", "Alarms opened by the rules", ["type", "severity"]
+)

@@ -86,7 +86,13 @@ class BatchOutcome:
 class IngestSink(Protocol):
     """A plug-in that acts on newly stored events inside the ingest transaction (e.g. rules)."""
 
-    def handle(self, session: Session, outcome: BatchOutcome) -> None: ...
+    def handle(self, session: Session, outcome: BatchOutcome) -> None:
+        """Runs inside the batch's transaction; what it writes commits with the events."""
+        ...
+
+    def after_commit(self, info: dict[str, Any]) -> None:
+        """Runs after the commit with the session's ``info`` (for side effects such as MQTT)."""
+        ...
 
 
 def dedup_key(msg: SensorEventMsg) -> str | None:
@@ -364,7 +370,13 @@ class IngestProcessor:
             )
             for sink in self._sinks:
                 sink.handle(session, outcome)
+            info = session.info
         self._count(outcome, plan)
+        for sink in self._sinks:
+            try:
+                sink.after_commit(info)
+            except Exception:
+                logger.exception("post-commit step of %s failed", type(sink).__name__)
         return outcome
 
     @staticmethod

@@ -136,6 +136,10 @@ class IngestService:
         self._client.loop_stop()
         metrics.MQTT_CONNECTED.set(0)
 
+    def publish(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        """Publish from the hub's own session (QoS 1); paho queues it while disconnected."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
+
     def status(self) -> str:
         return "connected" if self._connected.is_set() else "disconnected"
 

@@ -16,7 +16,14 @@ from starlette.responses import Response
 
 from care_portal.const import STATIC_DIR
 from care_portal.i18n import Translator, load_catalogues, remember_language_choice, request_language
-from care_portal.routers import health, overview
+from care_portal.routers import (
+    api_alarms,
+    api_auth,
+    api_devices,
+    api_residents,
+    health,
+    overview,
+)
 from care_portal.templating import make_templates, render
 from hub.clock import Clock, SystemClock
 from hub.config import Settings
@@ -31,10 +38,13 @@ def create_app(
     session_factory: sessionmaker[Session] | None = None,
     clock: Clock | None = None,
     ingest_status: Callable[[], str] | None = None,
+    on_alarm_changed: Callable[[int], None] | None = None,
 ) -> FastAPI:
     """Build the portal. Without ``session_factory`` it opens ``settings.database.url`` itself.
 
-    ``ingest_status`` reports the MQTT ingest's state when the ingest runs in this process.
+    ``ingest_status`` reports the MQTT ingest's state when the ingest runs in this process;
+    ``on_alarm_changed(alarm_id)`` is called after the API committed a change to an alarm (the hub
+    publishes the home's feedback topic from it).
     """
     owned_engine: Engine | None = None
     if session_factory is None:
@@ -47,11 +57,12 @@ def create_app(
         if owned_engine is not None:
             owned_engine.dispose()
 
-    app = FastAPI(title="CareHub care portal", lifespan=lifespan)
+    app = FastAPI(title="CareHub care portal", version="1", lifespan=lifespan)
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.clock = clock if clock is not None else SystemClock()
     app.state.ingest_status = ingest_status
+    app.state.on_alarm_changed = on_alarm_changed
     app.state.timezone = ZoneInfo(settings.timezone)
     app.state.catalogues = load_catalogues()
     app.state.templates = make_templates()
@@ -61,6 +72,10 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(overview.router)
+    app.include_router(api_auth.router)
+    app.include_router(api_alarms.router)
+    app.include_router(api_residents.router)
+    app.include_router(api_devices.router)
     return app
 
 

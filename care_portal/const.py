@@ -24,3 +24,15 @@ OVERVIEW_REJECTED_LIMIT: Final = 10
 EVENT_DATA_MAX_CHARS: Final = 160
 # Under this battery level a device's battery is highlighted (the product's low-battery line).
 LOW_BATTERY_PERCENT: Final = 20
+
+# The JSON API: its prefix, bearer-token lifetime and page sizes.
+API_PREFIX: Final = "/api/v1"
+API_TOKEN_URL: Final = f"{API_PREFIX}/auth/token"
+API_TOKEN_TTL_S: Final = 12 * 3600
+API_TOKEN_BYTES: Final = 32
+API_PAGE_DEFAULT: Final = 100
+API_PAGE_MAX: Final = 500
+API_NOTE_MAX_CHARS: Final = 1000
+
+# Open alarms shown at the top of the overview (all active ones, up to this many).
+OVERVIEW_ALARMS_LIMIT: Final = 200

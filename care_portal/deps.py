@@ -6,13 +6,19 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.templating import Jinja2Templates
 
+from care_portal.auth import user_for_token
+from care_portal.const import API_TOKEN_URL
 from care_portal.i18n import Language, Translator, request_language
 from hub.clock import Clock
 from hub.config import Settings
+from hub.storage.models import StaffRole, StaffUser
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl=API_TOKEN_URL)
 
 
 def get_settings(request: Request) -> Settings:
@@ -71,3 +77,42 @@ TimezoneDep = Annotated[ZoneInfo, Depends(get_timezone)]
 IngestStatusDep = Annotated[Callable[[], str] | None, Depends(get_ingest_status)]
 TemplatesDep = Annotated[Jinja2Templates, Depends(get_templates)]
 TranslatorDep = Annotated[Translator, Depends(get_translator)]
+
+
+def get_alarm_changed_hook(request: Request) -> Callable[[int], None] | None:
+    """Called with an alarm's id after the API changed it (the hub publishes its feedback)."""
+    hook: Callable[[int], None] | None = request.app.state.on_alarm_changed
+    return hook
+
+
+AlarmChangedHookDep = Annotated[Callable[[int], None] | None, Depends(get_alarm_changed_hook)]
+TokenDep = Annotated[str, Depends(oauth2_scheme)]
+
+
+def get_current_user(session: SessionDep, clock: ClockDep, token: TokenDep) -> StaffUser:
+    """The active staff user of the request's bearer token; 401 when it is unknown, expired or
+    revoked."""
+    user = user_for_token(session, token, now=clock.now())
+    if user is None:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="The token is invalid, expired or revoked; log in again.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return user
+
+
+CurrentUser = Annotated[StaffUser, Depends(get_current_user)]
+
+
+def get_care_staff(user: CurrentUser) -> StaffUser:
+    """A user who may read and handle alarms and residents: everyone but installers (403)."""
+    if user.role is StaffRole.INSTALLER:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="Installers see homes and devices only, not alarms or residents.",
+        )
+    return user
+
+
+CareStaffUser = Annotated[StaffUser, Depends(get_care_staff)]

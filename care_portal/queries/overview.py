@@ -1,4 +1,4 @@
-"""Builds the overview page's view model from the database."""
+"""Builds the overview page's view model from the database: open alarms first, then homes."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import json
 from datetime import datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from care_portal.const import (
     EVENT_DATA_MAX_CHARS,
     LOW_BATTERY_PERCENT,
+    OVERVIEW_ALARMS_LIMIT,
     OVERVIEW_EVENTS_LIMIT,
     OVERVIEW_HOMES_LIMIT,
     OVERVIEW_REJECTED_LIMIT,
@@ -21,17 +22,29 @@ from care_portal.schemas.overview import (
     DeviceView,
     EventView,
     HomeView,
+    OpenAlarmView,
     Overview,
     RejectedMessageView,
 )
+from hub.alarms.lifecycle import ACTIVE_STATUSES
 from hub.storage.models import (
+    Alarm,
     Base,
     Device,
     DiscoveredDevice,
     Home,
     RejectedMessage,
+    Resident,
     SensorEvent,
+    Severity,
     Zone,
+)
+
+# Most urgent first: red, then yellow, then green (the VKP code list).
+_SEVERITY_RANK = case(
+    {Severity.RED.value: 0, Severity.YELLOW.value: 1, Severity.GREEN.value: 2},
+    value=Alarm.severity,
+    else_=3,
 )
 
 
@@ -58,8 +71,23 @@ def load_overview(session: Session, *, now: datetime, tz: tzinfo) -> Overview:
         .order_by(RejectedMessage.received_at.desc(), RejectedMessage.id.desc())
         .limit(OVERVIEW_REJECTED_LIMIT)
     ).all()
+    alarm_rows = session.execute(
+        select(Alarm, Resident.label)
+        .join(Resident, Alarm.resident_id == Resident.id)
+        .where(Alarm.status.in_(ACTIVE_STATUSES))
+        .order_by(_SEVERITY_RANK, Alarm.opened_at, Alarm.id)
+        .limit(OVERVIEW_ALARMS_LIMIT)
+    ).all()
+    alarms_total = (
+        session.scalar(
+            select(func.count()).select_from(Alarm).where(Alarm.status.in_(ACTIVE_STATUSES))
+        )
+        or 0
+    )
     return Overview(
         as_of=now.astimezone(tz),
+        alarms=[_alarm_view(alarm, label, now=now, tz=tz) for alarm, label in alarm_rows],
+        alarms_total=alarms_total,
         homes=[_home_view(home, zone, now=now, tz=tz) for home, zone in home_rows],
         homes_total=homes_total,
         events=[_event_view(event, tz) for event in events],
@@ -91,6 +119,21 @@ def shorten_data(data: Any, limit: int = EVENT_DATA_MAX_CHARS) -> str:
 
 def _count(session: Session, model: type[Base]) -> int:
     return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def _alarm_view(alarm: Alarm, resident: str, *, now: datetime, tz: tzinfo) -> OpenAlarmView:
+    return OpenAlarmView(
+        id=alarm.id,
+        resident=resident,
+        home_id=alarm.home_id,
+        type=alarm.type,
+        severity=alarm.severity,
+        status=alarm.status,
+        summary=alarm.summary,
+        event_count=alarm.event_count,
+        opened_at=alarm.opened_at.astimezone(tz),
+        age_minutes=max(0, int((now - alarm.opened_at).total_seconds() // 60)),
+    )
 
 
 def _home_view(home: Home, zone: str, *, now: datetime, tz: tzinfo) -> HomeView:

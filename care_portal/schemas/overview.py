@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from hub.storage.models import DeviceType, Protocol
+from hub.storage.models import AlarmStatus, DeviceType, Protocol, Severity
 
 
 class _View(BaseModel):
@@ -63,10 +63,27 @@ class RejectedMessageView(_View):
     reason: str
 
 
+class OpenAlarmView(_View):
+    """An alarm someone still has to act on; ``opened_at`` is local time."""
+
+    id: int
+    resident: str
+    home_id: str
+    type: str
+    severity: Severity
+    status: AlarmStatus
+    summary: str
+    event_count: int
+    opened_at: datetime
+    age_minutes: int
+
+
 class Overview(_View):
     """Everything the overview page shows, as of ``as_of`` (local time)."""
 
     as_of: datetime
+    alarms: list[OpenAlarmView]
+    alarms_total: int
     homes: list[HomeView]
     homes_total: int
     events: list[EventView]

@@ -1,0 +1,1 @@
+"""The alarm lifecycle: the pure state machine (``lifecycle``) and its database adapter."""

@@ -1,0 +1,385 @@
+"""The alarm lifecycle against the database: open or join, transition, cancel, notes, queries.
+
+Every function takes the caller's ``Session`` and the time ``now`` (from the caller's clock) and
+never commits: the caller owns the transaction, so an alarm and whatever caused it are committed
+together. This module is the only code that assigns ``Alarm.status``, and it does so only after
+``hub.alarms.lifecycle.check_transition`` agreed. The timeline is only ever appended to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from hub.alarms.lifecycle import (
+    ACTIVE_STATUSES,
+    INITIAL_STATUS,
+    UNTAKEN_STATUSES,
+    Outcome,
+    TransitionError,
+    check_transition,
+)
+from hub.storage.models import Alarm, AlarmStatus, AlarmTimelineEntry, Resident, Severity
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ACTOR: Final = "hub:rules"
+
+# Timeline kinds this module writes itself; ``add_note`` may not forge them.
+KIND_TRANSITION: Final = "transition"
+KIND_EVENT_JOINED: Final = "event_joined"
+KIND_CANCEL_REFUSED: Final = "cancel_refused"
+_RESERVED_KINDS: Final = frozenset({KIND_TRANSITION, KIND_EVENT_JOINED, KIND_CANCEL_REFUSED})
+_KIND_MAX_CHARS: Final = 32
+_ACTOR_MAX_CHARS: Final = 128
+_SUMMARY_MAX_CHARS: Final = 300
+
+
+class AlarmNotFound(LookupError):
+    """No alarm has this id."""
+
+    def __init__(self, alarm_id: int) -> None:
+        super().__init__(f"alarm {alarm_id} not found")
+        self.alarm_id = alarm_id
+
+
+def open_or_join(
+    session: Session,
+    *,
+    now: datetime,
+    resident_id: int,
+    home_id: str,
+    type: str,
+    severity: Severity,
+    summary: str,
+    device_id: str | None = None,
+    actor: str = DEFAULT_ACTOR,
+) -> tuple[Alarm, bool]:
+    """Join the resident's active alarm of ``type``, or open a new one; ``(alarm, created)``.
+
+    Joining counts the event (``event_count``) and records it in the timeline; opening records
+    the transition to ``open``. The resident's row is locked first (``FOR UPDATE`` on
+    PostgreSQL, the write lock on SQLite), so two hubs never open two alarms of one kind.
+    """
+    _lock_resident(session, resident_id)
+    active = session.scalars(
+        select(Alarm)
+        .where(
+            Alarm.resident_id == resident_id,
+            Alarm.type == type,
+            Alarm.status.in_(ACTIVE_STATUSES),
+        )
+        .order_by(Alarm.opened_at, Alarm.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    summary = summary[:_SUMMARY_MAX_CHARS]
+    if active is not None:
+        active.event_count += 1
+        active.updated_at = now
+        _append(
+            session,
+            active,
+            at=now,
+            actor=actor,
+            kind=KIND_EVENT_JOINED,
+            detail={"summary": summary, "device_id": device_id, "event_count": active.event_count},
+        )
+        session.flush()
+        logger.info("alarm %s (%s) joined: event %d", active.id, type, active.event_count)
+        return active, False
+
+    alarm = Alarm(
+        resident_id=resident_id,
+        home_id=home_id,
+        device_id=device_id,
+        type=type,
+        severity=Severity(severity),
+        status=INITIAL_STATUS,
+        outcome=None,
+        summary=summary,
+        opened_at=now,
+        updated_at=now,
+        event_count=1,
+    )
+    session.add(alarm)
+    _append(
+        session,
+        alarm,
+        at=now,
+        actor=actor,
+        kind=KIND_TRANSITION,
+        from_status=None,
+        to_status=INITIAL_STATUS,
+        detail={"summary": summary, "device_id": device_id, "severity": alarm.severity.value},
+    )
+    session.flush()
+    logger.info("alarm %s opened: %s, %s, resident %s", alarm.id, type, severity, resident_id)
+    return alarm, True
+
+
+def transition(
+    session: Session,
+    alarm_id: int,
+    *,
+    to: AlarmStatus,
+    actor: str,
+    now: datetime,
+    outcome: str | None = None,
+    note: str | None = None,
+) -> Alarm:
+    """Move an alarm to ``to`` if the lifecycle allows it, and record it in the timeline.
+
+    Raises ``AlarmNotFound`` or ``hub.alarms.lifecycle.TransitionError`` (nothing is changed).
+    """
+    alarm = _locked_alarm(session, alarm_id)
+    current = AlarmStatus(alarm.status)
+    target = AlarmStatus(to)
+    check_transition(current, target, outcome)
+    detail: dict[str, Any] = {"outcome": outcome, "note": note}
+    if target is AlarmStatus.RESOLVED and current in UNTAKEN_STATUSES:
+        # Closed without an acknowledgement: the resolver is the person who took it.
+        detail["taken_by"] = actor
+    alarm.status = target
+    alarm.updated_at = now
+    if target is AlarmStatus.RESOLVED:
+        alarm.outcome = Outcome(outcome).value if outcome is not None else None
+    _append(
+        session,
+        alarm,
+        at=now,
+        actor=actor,
+        kind=KIND_TRANSITION,
+        from_status=current,
+        to_status=target,
+        detail=detail,
+    )
+    session.flush()
+    logger.info("alarm %s: %s → %s by %s", alarm.id, current.value, target.value, actor)
+    return alarm
+
+
+def cancel_open(
+    session: Session,
+    *,
+    resident_id: int,
+    type: str,
+    now: datetime,
+    actor: str,
+    reason: str,
+) -> Alarm | None:
+    """Cancel the resident's active alarm of ``type`` if nobody has taken it yet.
+
+    Returns the cancelled alarm; ``None`` when there is no active alarm of that type, or when it
+    has already been acknowledged — then the request is recorded in its timeline
+    (``cancel_refused``) and the alarm stays with the person who took it.
+    """
+    _lock_resident(session, resident_id)
+    active = session.scalars(
+        select(Alarm)
+        .where(
+            Alarm.resident_id == resident_id,
+            Alarm.type == type,
+            Alarm.status.in_(ACTIVE_STATUSES),
+        )
+        .order_by(Alarm.opened_at, Alarm.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if active is None:
+        return None
+    if active.status not in UNTAKEN_STATUSES:
+        _append(
+            session,
+            active,
+            at=now,
+            actor=actor,
+            kind=KIND_CANCEL_REFUSED,
+            detail={"reason": reason, "status": AlarmStatus(active.status).value},
+        )
+        active.updated_at = now
+        session.flush()
+        logger.info("alarm %s: cancel refused, already %s", active.id, active.status)
+        return None
+    return transition(
+        session, active.id, to=AlarmStatus.CANCELLED, actor=actor, now=now, note=reason
+    )
+
+
+def add_note(
+    session: Session,
+    alarm_id: int,
+    *,
+    now: datetime,
+    actor: str,
+    kind: str,
+    detail: dict[str, Any],
+) -> AlarmTimelineEntry:
+    """Append a timeline entry of ``kind`` (note, condition_cleared, prealarm, notification, …).
+
+    Status changes go through ``transition``: the kinds this module writes itself are refused.
+    """
+    if kind in _RESERVED_KINDS:
+        raise ValueError(f"timeline kind {kind!r} is written by the lifecycle itself")
+    if not kind or len(kind) > _KIND_MAX_CHARS:
+        raise ValueError(f"timeline kind must be 1 to {_KIND_MAX_CHARS} characters")
+    alarm = _locked_alarm(session, alarm_id)
+    alarm.updated_at = now
+    entry = _append(session, alarm, at=now, actor=actor, kind=kind, detail=detail)
+    session.flush()
+    return entry
+
+
+def get_alarm(session: Session, alarm_id: int) -> Alarm:
+    """One alarm with its timeline (oldest entry first); ``AlarmNotFound`` if there is none."""
+    alarm = session.scalars(
+        select(Alarm)
+        .where(Alarm.id == alarm_id)
+        .options(selectinload(Alarm.timeline))
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if alarm is None:
+        raise AlarmNotFound(alarm_id)
+    return alarm
+
+
+def list_alarms(
+    session: Session,
+    *,
+    status: Sequence[str] | None = None,
+    resident_id: int | None = None,
+    type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Alarm]:
+    """Alarms matching every given filter, newest first; ``since ≤ opened_at < until``."""
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+    query = (
+        select(Alarm)
+        .where(*_filters(status, resident_id, type, since, until))
+        .order_by(Alarm.opened_at.desc(), Alarm.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.scalars(query))
+
+
+def count_alarms(
+    session: Session,
+    *,
+    status: Sequence[str] | None = None,
+    resident_id: int | None = None,
+    type: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many alarms ``list_alarms`` would find with the same filters and no limit."""
+    query = (
+        select(func.count())
+        .select_from(Alarm)
+        .where(*_filters(status, resident_id, type, since, until))
+    )
+    return session.scalar(query) or 0
+
+
+def _filters(
+    status: Sequence[str] | None,
+    resident_id: int | None,
+    type: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if status:
+        try:
+            statuses = sorted({AlarmStatus(value) for value in status})
+        except ValueError:
+            valid = ", ".join(s.value for s in AlarmStatus)
+            raise ValueError(f"unknown alarm status in {list(status)}; valid: {valid}") from None
+        conditions.append(Alarm.status.in_(statuses))
+    if resident_id is not None:
+        conditions.append(Alarm.resident_id == resident_id)
+    if type is not None:
+        conditions.append(Alarm.type == type)
+    if since is not None:
+        conditions.append(Alarm.opened_at >= since)
+    if until is not None:
+        conditions.append(Alarm.opened_at < until)
+    return conditions
+
+
+def _lock_resident(session: Session, resident_id: int) -> None:
+    """Serialise alarm changes per resident until the transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Resident.id).where(Resident.id == resident_id).with_for_update())
+    else:
+        # SQLite has no row locks: a no-op write takes the database's write lock now, before
+        # the reads that decide, so a concurrent writer waits instead of deciding on stale rows.
+        session.execute(
+            update(Resident).where(Resident.id == resident_id).values(id=Resident.id),
+            execution_options={"synchronize_session": False},
+        )
+
+
+def _locked_alarm(session: Session, alarm_id: int) -> Alarm:
+    """The alarm, freshly read and locked for the rest of the transaction."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(
+            update(Alarm).where(Alarm.id == alarm_id).values(id=Alarm.id),
+            execution_options={"synchronize_session": False},
+        )
+    alarm = session.scalars(
+        select(Alarm)
+        .where(Alarm.id == alarm_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if alarm is None:
+        raise AlarmNotFound(alarm_id)
+    return alarm
+
+
+def _append(
+    session: Session,
+    alarm: Alarm,
+    *,
+    at: datetime,
+    actor: str,
+    kind: str,
+    detail: dict[str, Any],
+    from_status: AlarmStatus | None = None,
+    to_status: AlarmStatus | None = None,
+) -> AlarmTimelineEntry:
+    """A new timeline entry; entries are never updated or deleted (a trigger enforces it)."""
+    entry = AlarmTimelineEntry(
+        alarm=alarm,
+        at=at,
+        actor=actor[:_ACTOR_MAX_CHARS],
+        kind=kind,
+        from_status=from_status.value if from_status is not None else None,
+        to_status=to_status.value if to_status is not None else None,
+        detail=detail,
+    )
+    session.add(entry)
+    return entry
+
+
+__all__ = [
+    "AlarmNotFound",
+    "TransitionError",
+    "add_note",
+    "cancel_open",
+    "count_alarms",
+    "get_alarm",
+    "list_alarms",
+    "open_or_join",
+    "transition",
+]

@@ -1,0 +1,1 @@
+"""Tests of the alarm lifecycle and its database adapter."""

@@ -11,9 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.clock import Clock, SystemClock
 from hub.config import Settings
+from hub.feedback import FeedbackPublisher
 from hub.ingest.pipeline import IngestProcessor, IngestSink
 from hub.ingest.service import IngestService
+from hub.rules.service import RulesService
+from hub.rules.timers import SchedulerTimer, TimerDriver
 from hub.storage.db import make_engine, make_sessionmaker
+from hub.storage.models import Alarm
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +32,48 @@ class HubRuntime:
         clock: Clock | None = None,
         sinks: Sequence[IngestSink] = (),
         engine: Engine | None = None,
+        timer: TimerDriver | None = None,
+        rules: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine = engine or make_engine(settings.database.url, echo=settings.database.echo)
         self.session_factory: sessionmaker[Session] = make_sessionmaker(self.engine)
-        self.processor = IngestProcessor(settings, self.session_factory, sinks)
+        self.rules: RulesService | None = None
+        all_sinks: list[IngestSink] = []
+        if rules:
+            self.rules = RulesService(
+                self.session_factory,
+                self.clock,
+                timer or SchedulerTimer(self.clock),
+                timezone=settings.timezone,
+            )
+            all_sinks.append(self.rules)
+        all_sinks.extend(sinks)
+        self.processor = IngestProcessor(settings, self.session_factory, all_sinks)
         self.ingest = IngestService(settings, self.processor, self.clock)
+        if self.rules is not None:
+            self.rules.feedback = FeedbackPublisher(self.ingest.publish, settings.mqtt.topic_prefix)
 
     def start(self) -> None:
         self.ingest.start()
+        if self.rules is not None:
+            self.rules.start()
 
     def stop(self) -> None:
+        if self.rules is not None:
+            self.rules.stop()
         self.ingest.stop()
         self.engine.dispose()
+
+    def alarm_changed(self, alarm_id: int) -> None:
+        """A person changed an alarm (portal/API): tell the home."""
+        if self.rules is None or self.rules.feedback is None:
+            return
+        with self.session_factory() as session:
+            alarm = session.get(Alarm, alarm_id)
+            if alarm is not None:
+                self.rules.feedback.publish_homes(session, [alarm.home_id], self.clock.now())
 
     def serve_portal(self, stop: threading.Event | None = None) -> None:
         """Serve the portal in this thread until Ctrl-C (or ``stop`` is set)."""
@@ -54,6 +86,7 @@ class HubRuntime:
             session_factory=self.session_factory,
             clock=self.clock,
             ingest_status=self.ingest.status,
+            on_alarm_changed=self.alarm_changed,
         )
         config = uvicorn.Config(
             app,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
+import uvicorn
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,6 +21,12 @@ from hub.storage.models import DeviceType, Protocol
 from simulators.devices import DevicePublisher, PublisherError, UnsupportedEvent, VirtualDevice
 from simulators.homes import FleetEvent, FleetSummary, HomeFleet
 from simulators.payloads import MqttMessage
+from simulators.twilio_sim import SimConfig, create_app
+from simulators.twilio_sim.config import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_AUTH_TOKEN,
+    DEFAULT_INBOUND_SMS_URL,
+)
 
 app = typer.Typer(
     name="carehub-sim",
@@ -328,6 +335,51 @@ def homes(
     summary = outcome["summary"]
     assert isinstance(summary, FleetSummary)
     out.print(_summary_table(summary))
+
+
+@app.command("sms-gateway")
+def sms_gateway(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")
+    ] = 8025,
+    inbound_url: Annotated[
+        str,
+        typer.Option("--inbound-url", help="The hub's webhook for inbound SMS (signed POSTs)."),
+    ] = DEFAULT_INBOUND_SMS_URL,
+    account_sid: Annotated[
+        str, typer.Option("--account-sid", help="Account SID the REST API accepts (AC + 32 hex).")
+    ] = DEFAULT_ACCOUNT_SID,
+    auth_token: Annotated[
+        str, typer.Option("--auth-token", help="Auth token: REST password and signing key.")
+    ] = DEFAULT_AUTH_TOKEN,
+    public_url: Annotated[
+        str | None,
+        typer.Option("--public-url", help="Base URL it is reached at, if not host:port."),
+    ] = None,
+) -> None:
+    """Run the Twilio-compatible SMS and voice gateway simulator.
+
+    Point the twilio library at it with client.api.base_url = "http://HOST:PORT";
+    see docs/sms-simulator.md. Inspect at GET /_sim/messages, reply with POST /_sim/inbound.
+    """
+    config = _guard(
+        lambda: SimConfig(
+            host=host,
+            port=port,
+            inbound_sms_url=inbound_url,
+            account_sid=account_sid,
+            auth_token=auth_token,
+            public_base_url=public_url,
+        )
+    )
+    _console().print(
+        f"SMS gateway simulator on {config.base_url} (account {config.account_sid},"
+        f" token {config.auth_token}); inbound SMS go to {config.inbound_sms_url}",
+        markup=False,
+        soft_wrap=True,
+    )
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import Any
 
 from sqlalchemy import (
@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    Time,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -159,6 +160,8 @@ class Resident(Base):
     absence_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Per-resident overrides of the rule defaults (hub.rules.config.RuleConfig); NULL = defaults.
     rule_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Escalation policy for this resident; NULL = the default policy of the alarm's severity.
+    escalation_policy_id: Mapped[int | None] = mapped_column(ForeignKey("escalation_policies.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     home: Mapped[Home] = relationship(back_populates="residents")
@@ -177,6 +180,14 @@ class Relative(Base):
     phone: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer, default=1)
     role: Mapped[RelativeRole] = mapped_column(_enum(RelativeRole, "relative_role"))
+    # Alarm types this relative wants to hear about; NULL = all.
+    alarm_types: Mapped[list[str] | None] = mapped_column(JSON)
+    # Local quiet hours (no SMS, except red alarms to acting relatives); NULL = none.
+    quiet_start: Mapped[time | None] = mapped_column(Time())
+    quiet_end: Mapped[time | None] = mapped_column(Time())
+    language: Mapped[str] = mapped_column(String(8), default="nb", server_default="nb")
+    # The relative answered STOP: no SMS until START.
+    sms_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     resident: Mapped[Resident] = relationship(back_populates="relatives")
@@ -193,6 +204,7 @@ class StaffUser(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     phone: Mapped[str | None] = mapped_column(String(32))
     zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id"))
+    language: Mapped[str] = mapped_column(String(8), default="nb", server_default="nb")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -294,6 +306,11 @@ class Alarm(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     event_count: Mapped[int] = mapped_column(Integer, default=1)
+    # Short code for SMS replies ("1 <code>") when a person has several open alarms
+    short_code: Mapped[str | None] = mapped_column(String(8))
+    # All escalation rounds passed and nobody took it: flagged on every board
+    unanswered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
 
     timeline: Mapped[list[AlarmTimelineEntry]] = relationship(
         back_populates="alarm", order_by="AlarmTimelineEntry.id"
@@ -340,10 +357,95 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class ShiftPattern(Base):
+    """A recurring weekly shift: this person is on duty in this zone on this weekday."""
+
+    __tablename__ = "shift_patterns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(32))  # day, evening, night
+    weekday: Mapped[int] = mapped_column(Integer)  # 0 = Monday … 6 = Sunday (local)
+    start: Mapped[time] = mapped_column(Time())  # local time
+    end: Mapped[time] = mapped_column(Time())  # local; end <= start means the next morning
+
+
+class ShiftOverride(Base):
+    """A one-off change: ``user_id`` is on duty in the zone for the period (instead of
+    ``replaces_user_id`` when set: a swap or a sick-day replacement)."""
+
+    __tablename__ = "shift_overrides"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    replaces_user_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EscalationPolicy(Base):
+    """Ordered steps of who to reach, how, and how long to wait; repeated for some rounds."""
+
+    __tablename__ = "escalation_policies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    repeat_rounds: Mapped[int] = mapped_column(Integer, default=3)
+    # The default policy for alarms of this severity (red/yellow/green); NULL = not a default.
+    default_for_severity: Mapped[str | None] = mapped_column(String(16), unique=True)
+    # [{"wait_s": 120, "targets": [{"kind": "on_duty"}, ...], "channels": ["portal", "sms"]}]
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AlarmEscalation(Base):
+    """Where an alarm's escalation stands. The engine's only memory: due times are rows."""
+
+    __tablename__ = "alarm_escalations"
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), primary_key=True)
+    # The policy as it was when the alarm started (later edits do not change a running alarm)
+    policy_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    # active, stopped (someone took it), unanswered (all rounds done)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Notification(Base):
+    """One message to one person on one channel: the outbox row and its delivery state."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), index=True)
+    # sms, voice, portal
+    channel: Mapped[str] = mapped_column(String(8))
+    # alarm, taken_by, informed, unanswered, fallback
+    purpose: Mapped[str] = mapped_column(String(16))
+    recipient_kind: Mapped[str] = mapped_column(String(16))  # staff, relative
+    recipient_id: Mapped[int] = mapped_column(Integer)
+    to_number: Mapped[str | None] = mapped_column(String(32), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    # queued, sending, sent, delivered, failed, undelivered, cancelled
+    status: Mapped[str] = mapped_column(String(16))
+    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # escalation step and round that queued it (for the timeline and for tests)
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    round: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # Kept for the migration tests: tables that the schema has but the ORM does not map.
 UNMAPPED_TABLES = frozenset({"apscheduler_jobs"})
 __all__ = [
     "Alarm",
+    "AlarmEscalation",
     "AlarmStatus",
     "AlarmTimelineEntry",
     "ApiToken",
@@ -351,7 +453,9 @@ __all__ = [
     "Device",
     "DeviceType",
     "DiscoveredDevice",
+    "EscalationPolicy",
     "Home",
+    "Notification",
     "Protocol",
     "RejectedMessage",
     "Relative",
@@ -361,6 +465,8 @@ __all__ = [
     "RuleState",
     "SensorEvent",
     "Severity",
+    "ShiftOverride",
+    "ShiftPattern",
     "StaffRole",
     "StaffUser",
     "Zone",

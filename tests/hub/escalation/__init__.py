@@ -1,0 +1,1 @@
+"""Tests for rosters, escalation policies and recipients."""

@@ -25,7 +25,7 @@ help:
 	@echo "make typecheck  mypy (strict) on the packages"
 	@echo "make test       venv, services, lint, typecheck, then the whole test suite"
 	@echo "make test-fast  the tests not marked slow"
-	@echo "make demo       everything on one machine: portal, hub, broker, SMS simulator"
+	@echo "make demo       everything on one machine: broker, hub, portal, simulated homes"
 	@echo "make bench      the benchmarks"
 	@echo "make scenarios  care-story scenarios (not yet implemented)"
 	@echo "make clean      caches and build leftovers (keeps $(VENV) and var/)"

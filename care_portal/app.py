@@ -23,6 +23,7 @@ from care_portal.routers import (
     api_residents,
     health,
     overview,
+    twilio_hooks,
 )
 from care_portal.templating import make_templates, render
 from hub.clock import Clock, SystemClock
@@ -39,12 +40,14 @@ def create_app(
     clock: Clock | None = None,
     ingest_status: Callable[[], str] | None = None,
     on_alarm_changed: Callable[[int], None] | None = None,
+    on_outbox: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the portal. Without ``session_factory`` it opens ``settings.database.url`` itself.
 
     ``ingest_status`` reports the MQTT ingest's state when the ingest runs in this process;
     ``on_alarm_changed(alarm_id)`` is called after the API committed a change to an alarm (the hub
-    publishes the home's feedback topic from it).
+    publishes the home's feedback topic from it); ``on_outbox()`` after a commit that may have
+    queued outgoing messages (an SMS reply took an alarm), so the sender need not wait for its tick.
     """
     owned_engine: Engine | None = None
     if session_factory is None:
@@ -63,6 +66,7 @@ def create_app(
     app.state.clock = clock if clock is not None else SystemClock()
     app.state.ingest_status = ingest_status
     app.state.on_alarm_changed = on_alarm_changed
+    app.state.on_outbox = on_outbox
     app.state.timezone = ZoneInfo(settings.timezone)
     app.state.catalogues = load_catalogues()
     app.state.templates = make_templates()
@@ -76,6 +80,7 @@ def create_app(
     app.include_router(api_alarms.router)
     app.include_router(api_residents.router)
     app.include_router(api_devices.router)
+    app.include_router(twilio_hooks.router)
     return app
 
 

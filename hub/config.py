@@ -73,6 +73,20 @@ class PortalSettings(_Section):
     default_language: Literal["nb", "en"] = "nb"
 
 
+class TwilioSettings(_Section):
+    """How the hub reaches Twilio (or, by default, the local Twilio-compatible simulator)."""
+
+    account_sid: str = "AC" + "0" * 32
+    auth_token: str = "carehub-sim-token"
+    # The number (or alphanumeric sender) SMS and calls come from, E.164.
+    from_number: str = "+4759440000"
+    # None = real Twilio; a URL = a Twilio-compatible server such as the simulator.
+    api_base_url: str | None = "http://127.0.0.1:8025"
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    # An SMS of a red alarm not delivered within this time is followed by a voice call.
+    red_sms_delivery_timeout_s: int = Field(default=90, ge=10)
+
+
 class Settings(BaseSettings):
     """All of CareHub's configuration."""
 
@@ -88,6 +102,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
     portal: PortalSettings = PortalSettings()
+    twilio: TwilioSettings = TwilioSettings()
 
     @field_validator("timezone")
     @classmethod

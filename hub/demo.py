@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import uvicorn
 from rich.console import Console
 from rich.panel import Panel
 
@@ -17,6 +19,8 @@ from hub.storage import migrate
 from hub.storage.db import transaction
 from hub.storage.models import Protocol
 from simulators.homes import HomeFleet
+from simulators.twilio_sim import SimConfig
+from simulators.twilio_sim import create_app as create_sim_app
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,31 @@ def demo_homes(fleet: HomeFleet) -> list[DemoHome]:
     return homes
 
 
+def _start_sms_gateway(settings: Settings, console: Console) -> uvicorn.Server | None:
+    """The Twilio-compatible simulator on its demo port, unless SMS go elsewhere."""
+    base = settings.twilio.api_base_url
+    if not base:
+        return None
+    url = urlsplit(base)
+    if url.hostname not in ("127.0.0.1", "localhost") or url.port is None:
+        return None
+    config = SimConfig(
+        account_sid=settings.twilio.account_sid,
+        auth_token=settings.twilio.auth_token,
+        inbound_sms_url=f"{settings.portal.public_base_url.rstrip('/')}/api/v1/twilio/sms",
+        host=url.hostname,
+        port=url.port,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_sim_app(config), host=url.hostname, port=url.port, log_level="warning"
+        )
+    )
+    threading.Thread(target=server.run, name="sms-gateway", daemon=True).start()
+    console.print(f"SMS gateway simulator on {base}")
+    return server
+
+
 def run_demo(settings: Settings, *, simulate: bool, allow_install: bool, console: Console) -> None:
     """Run everything until Ctrl-C, then stop it all cleanly."""
     settings = settings.model_copy(update={"demo_mode": True})
@@ -63,6 +92,7 @@ def run_demo(settings: Settings, *, simulate: bool, allow_install: bool, console
         DEMO_HOMES, rate_per_min=DEMO_EVENTS_PER_MIN, seed=DEMO_SEED, home_prefix="h-orje"
     )
     runtime: HubRuntime | None = None
+    sms_gateway = _start_sms_gateway(settings, console)
     try:
         migrate.upgrade(settings.database.url)
         runtime = HubRuntime(settings)
@@ -94,6 +124,8 @@ def run_demo(settings: Settings, *, simulate: bool, allow_install: bool, console
             Panel.fit(
                 f"Care portal   {settings.portal.public_base_url}\n"
                 f"MQTT broker   {broker.host}:{broker.port} ({broker.kind.value})\n"
+                f"SMS simulator {settings.twilio.api_base_url} (sent messages: "
+                f"{settings.twilio.api_base_url}/_sim/messages)\n"
                 f"Database      {settings.database.url}"
                 f"{' (demo municipality created)' if created else ''}\n"
                 f"Simulated     {DEMO_HOMES} homes in Ørje, about {DEMO_EVENTS_PER_MIN:.0f} "
@@ -117,4 +149,6 @@ def run_demo(settings: Settings, *, simulate: bool, allow_install: bool, console
         if runtime is not None:
             runtime.stop()
         broker.close()
+        if sms_gateway is not None:
+            sms_gateway.should_exit = True
         console.print("CareHub demo stopped.")

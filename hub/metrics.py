@@ -39,3 +39,13 @@ INGEST_QUEUE = Gauge("carehub_ingest_queue_depth", "Messages received and not ye
 ALARMS_OPENED = Counter(
     "carehub_alarms_opened_total", "Alarms opened by the rules", ["type", "severity"]
 )
+ESCALATION_STEPS = Counter("carehub_escalation_steps_total", "Escalation steps run")
+ALARMS_UNANSWERED = Counter(
+    "carehub_alarms_unanswered_total", "Alarms that passed every escalation round untaken"
+)
+NOTIFICATIONS_SENT = Counter(
+    "carehub_notifications_sent_total", "Messages handed to the provider", ["channel"]
+)
+NOTIFICATION_FAILURES = Counter(
+    "carehub_notification_failures_total", "Provider errors while sending", ["channel", "kind"]
+)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.clock import Clock, SystemClock
 from hub.config import Settings
+from hub.escalation.engine import EscalationContext, EscalationEngine
+from hub.escalation.policy import ensure_default_policies
 from hub.feedback import FeedbackPublisher
 from hub.ingest.pipeline import IngestProcessor, IngestSink
 from hub.ingest.service import IngestService
+from hub.notify.sender import Provider, Sender, TwilioProvider
 from hub.rules.service import RulesService
 from hub.rules.timers import SchedulerTimer, TimerDriver
 from hub.storage.db import make_engine, make_sessionmaker
@@ -34,12 +38,30 @@ class HubRuntime:
         engine: Engine | None = None,
         timer: TimerDriver | None = None,
         rules: bool = True,
+        escalation_timer: TimerDriver | None = None,
+        provider: Provider | None = None,
+        background_sender: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine = engine or make_engine(settings.database.url, echo=settings.database.echo)
         self.session_factory: sessionmaker[Session] = make_sessionmaker(self.engine)
         self.rules: RulesService | None = None
+        self.background_sender = background_sender
+        self.sender = Sender(
+            self.session_factory,
+            self.clock,
+            provider or TwilioProvider(settings),
+            public_base_url=settings.portal.public_base_url,
+            red_sms_delivery_timeout_s=settings.twilio.red_sms_delivery_timeout_s,
+        )
+        self.escalation = EscalationEngine(
+            self.session_factory,
+            self.clock,
+            escalation_timer or SchedulerTimer(self.clock),
+            EscalationContext(ZoneInfo(settings.timezone), settings.portal.public_base_url),
+            on_outbox=self.sender.wake,
+        )
         all_sinks: list[IngestSink] = []
         if rules:
             self.rules = RulesService(
@@ -47,6 +69,7 @@ class HubRuntime:
                 self.clock,
                 timer or SchedulerTimer(self.clock),
                 timezone=settings.timezone,
+                escalation=self.escalation,
             )
             all_sinks.append(self.rules)
         all_sinks.extend(sinks)
@@ -56,6 +79,11 @@ class HubRuntime:
             self.rules.feedback = FeedbackPublisher(self.ingest.publish, settings.mqtt.topic_prefix)
 
     def start(self) -> None:
+        with self.session_factory() as session, session.begin():
+            ensure_default_policies(session, self.clock.now())
+        if self.background_sender:
+            self.sender.start_background()
+        self.escalation.start()
         self.ingest.start()
         if self.rules is not None:
             self.rules.start()
@@ -64,10 +92,13 @@ class HubRuntime:
         if self.rules is not None:
             self.rules.stop()
         self.ingest.stop()
+        self.escalation.stop()
+        self.sender.stop()
         self.engine.dispose()
 
     def alarm_changed(self, alarm_id: int) -> None:
-        """A person changed an alarm (portal/API): tell the home."""
+        """A person changed an alarm (portal/API/SMS): stop escalating if taken, tell the home."""
+        self.escalation.on_alarm_changed(alarm_id)
         if self.rules is None or self.rules.feedback is None:
             return
         with self.session_factory() as session:
@@ -87,6 +118,7 @@ class HubRuntime:
             clock=self.clock,
             ingest_status=self.ingest.status,
             on_alarm_changed=self.alarm_changed,
+            on_outbox=self.sender.wake,
         )
         config = uvicorn.Config(
             app,

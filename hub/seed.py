@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import time
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,12 +21,18 @@ from hub.storage.models import (
     RelativeRole,
     Resident,
     Room,
+    ShiftPattern,
     StaffRole,
     StaffUser,
     Zone,
 )
 
 DEMO_PASSWORD = "demo"
+DEMO_SHIFTS = (
+    ("day", time(7, 0), time(15, 0)),
+    ("evening", time(15, 0), time(23, 0)),
+    ("night", time(23, 0), time(7, 0)),
+)
 DEMO_ACCOUNTS: tuple[tuple[str, StaffRole, str, str | None], ...] = (
     ("admin", StaffRole.ADMIN, "Demo Admin", None),
     ("coordinator", StaffRole.COORDINATOR, "Kristin Koordinator", "+4790000002"),
@@ -126,20 +133,35 @@ def seed_demo(session: Session, clock: Clock, homes: Sequence[DemoHome]) -> bool
                 )
             )
     password_hash = hash_password(DEMO_PASSWORD)
+    users: dict[str, StaffUser] = {}
     for username, staff_role, display, staff_phone in DEMO_ACCOUNTS:
         if session.scalar(select(StaffUser).where(StaffUser.username == username)) is None:
-            session.add(
-                StaffUser(
-                    username=username,
-                    display_name=display,
-                    role=staff_role,
-                    password_hash=password_hash,
-                    phone=staff_phone,
-                    zone_id=zone.id,
-                    active=True,
-                    created_at=now,
-                )
+            users[username] = StaffUser(
+                username=username,
+                display_name=display,
+                role=staff_role,
+                password_hash=password_hash,
+                phone=staff_phone,
+                zone_id=zone.id,
+                active=True,
+                created_at=now,
             )
+            session.add(users[username])
+    session.flush()
+    nurse = users.get("nurse")
+    if nurse is not None:  # the demo nurse is on duty around the clock, in three shifts a day
+        for weekday in range(7):
+            for name, start, end in DEMO_SHIFTS:
+                session.add(
+                    ShiftPattern(
+                        zone_id=zone.id,
+                        user_id=nurse.id,
+                        name=name,
+                        weekday=weekday,
+                        start=start,
+                        end=end,
+                    )
+                )
     return True
 
 

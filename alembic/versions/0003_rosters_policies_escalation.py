@@ -91,6 +91,7 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('fallback_for_id', sa.BigInteger(), nullable=True),
     sa.Column('step_index', sa.Integer(), nullable=True),
     sa.Column('round', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),

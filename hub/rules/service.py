@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import defaultdict
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -41,11 +41,24 @@ from hub.rules.model import (
     RaiseAlarm,
 )
 from hub.rules.timers import TimerDriver
-from hub.storage.models import Device, Resident, Room, RuleState
+from hub.storage.models import Alarm, Device, Resident, Room, RuleState
 
 logger = logging.getLogger(__name__)
 
 AFTER_COMMIT_HOMES = "carehub_feedback_homes"
+AFTER_COMMIT_ESCALATE = "carehub_escalate"
+
+
+class EscalationHooks(Protocol):
+    """What the rules tell escalation, inside their transaction and after the commit."""
+
+    def alarm_opened(self, session: Session, alarm: Alarm, now: datetime) -> None: ...
+
+    def alarm_cancelled(self, session: Session, alarm: Alarm, now: datetime) -> None: ...
+
+    def wake(self) -> None: ...
+
+
 DUE_BATCH = 200
 
 
@@ -92,12 +105,14 @@ class RulesService:
         *,
         timezone: str = "Europe/Oslo",
         feedback: FeedbackPublisher | None = None,
+        escalation: EscalationHooks | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._clock = clock
         self._timer = timer
         self._tz = ZoneInfo(timezone)
         self.feedback = feedback
+        self.escalation = escalation
         self._due_lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -144,6 +159,8 @@ class RulesService:
 
     def after_commit(self, info: dict[str, Any]) -> None:
         """After the ingest commit: feedback to the homes that changed, timer to the next due."""
+        if info.get(AFTER_COMMIT_ESCALATE) and self.escalation is not None:
+            self.escalation.wake()
         homes = info.get(AFTER_COMMIT_HOMES) or set()
         if homes and self.feedback is not None:
             with self._session_factory() as session:
@@ -193,6 +210,9 @@ class RulesService:
                             "rules for resident %s are due again at once; pushing on",
                             row.resident_id,
                         )
+                info = dict(session.info)
+            if info.get(AFTER_COMMIT_ESCALATE) and self.escalation is not None:
+                self.escalation.wake()
             if changed and self.feedback is not None:
                 with self._session_factory() as session:
                     self.feedback.publish_homes(session, changed, now)
@@ -262,6 +282,9 @@ class RulesService:
                 summary=decision.summary,
                 device_id=decision.device_id,
             )
+            if created and self.escalation is not None:
+                self.escalation.alarm_opened(session, alarm, now)
+                session.info[AFTER_COMMIT_ESCALATE] = True
             if created:
                 metrics.ALARMS_OPENED.labels(
                     type=decision.type.value, severity=decision.severity.value
@@ -277,7 +300,7 @@ class RulesService:
                 state.pop(PREALARM_KEY, None)
             changed.add(ctx.home_id)
         elif isinstance(decision, CancelAlarm):
-            alarms.cancel_open(
+            cancelled = alarms.cancel_open(
                 session,
                 resident_id=ctx.resident_id,
                 type=decision.type.value,
@@ -285,6 +308,9 @@ class RulesService:
                 actor="resident",
                 reason=decision.reason,
             )
+            if cancelled is not None and self.escalation is not None:
+                self.escalation.alarm_cancelled(session, cancelled, now)
+                session.info[AFTER_COMMIT_ESCALATE] = True
             changed.add(ctx.home_id)
         elif isinstance(decision, ConditionCleared):
             for alarm in alarms.list_alarms(

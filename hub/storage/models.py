@@ -434,6 +434,8 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_error: Mapped[str | None] = mapped_column(Text)
+    # a voice call queued because this SMS failed or was not delivered in time
+    fallback_for_id: Mapped[int | None] = mapped_column(BigInteger)
     # escalation step and round that queued it (for the timeline and for tests)
     step_index: Mapped[int | None] = mapped_column(Integer)
     round: Mapped[int | None] = mapped_column(Integer)

@@ -36,6 +36,7 @@ from hub.storage.models import (
     Zone,
 )
 from tests.mqtt_helpers import Publisher, wait_until
+from tests.providers import RecordingProvider
 
 OSLO = ZoneInfo("Europe/Oslo")
 HOME = "h-kari"
@@ -93,7 +94,15 @@ class CareHarness:
     # -- set-up ---------------------------------------------------------------------------------
     def _new_runtime(self) -> HubRuntime:
         self.timer = ManualTimer()
-        return HubRuntime(self.settings, clock=self.clock, timer=self.timer)
+        # Escalation and sending are not part of these stories (tests/e2e/test_escalation.py)
+        return HubRuntime(
+            self.settings,
+            clock=self.clock,
+            timer=self.timer,
+            escalation_timer=ManualTimer(),
+            provider=RecordingProvider(),
+            background_sender=False,
+        )
 
     def _seed(self) -> None:
         now = self.clock.now()

@@ -71,6 +71,8 @@ def hub_process(mosquitto: MosquittoProcess, db_url: str, tmp_path: Path) -> Ite
         CAREHUB_MQTT__PORT=str(mosquitto.port),
         CAREHUB_MQTT__CLIENT_ID="carehub-kill-test",
         CAREHUB_DATABASE__URL=db_url,
+        # nothing listens there: the escalation's SMS attempts fail fast and are retried
+        CAREHUB_TWILIO__API_BASE_URL="http://127.0.0.1:9",
     )
     hub = HubProcess(env, tmp_path / "hub.log")
     yield hub

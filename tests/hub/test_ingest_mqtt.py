@@ -16,6 +16,7 @@ from hub.runtime import HubRuntime
 from hub.storage.models import Device, DiscoveredDevice, RejectedMessage, SensorEvent
 from tests.factories import add_home
 from tests.mqtt_helpers import Publisher, wait_until
+from tests.providers import RecordingProvider
 
 pytestmark = pytest.mark.broker
 
@@ -29,7 +30,7 @@ def _settings(broker: MosquittoProcess, db_url: str, client_id: str = "carehub-t
 
 @pytest.fixture
 def hub(mosquitto: MosquittoProcess, db_url: str) -> Iterator[HubRuntime]:
-    runtime = HubRuntime(_settings(mosquitto, db_url))
+    runtime = HubRuntime(_settings(mosquitto, db_url), provider=RecordingProvider())
     add_home(runtime.session_factory)
     runtime.start()
     assert runtime.ingest.wait_connected(10)
@@ -87,7 +88,7 @@ def test_events_published_while_the_hub_is_down_arrive_when_it_returns(
     mosquitto: MosquittoProcess, db_url: str, publisher: Publisher
 ) -> None:
     settings = _settings(mosquitto, db_url, client_id="carehub-offline-test")
-    first = HubRuntime(settings)
+    first = HubRuntime(settings, provider=RecordingProvider())
     add_home(first.session_factory)
     first.start()
     assert first.ingest.wait_connected(10)
@@ -96,7 +97,7 @@ def test_events_published_while_the_hub_is_down_arrive_when_it_returns(
     for seq in range(1, 51):
         publisher.publish("carehub/v1/h1/d-fall/event", _native(seq))
 
-    second = HubRuntime(settings)
+    second = HubRuntime(settings, provider=RecordingProvider())
     second.start()
     try:
         wait_until(lambda: _count(second, SensorEvent.kind == "fall") == 50)
@@ -108,7 +109,7 @@ def test_a_broker_restart_loses_nothing_the_hub_had_not_taken(
     mosquitto: MosquittoProcess, db_url: str, publisher: Publisher
 ) -> None:
     settings = _settings(mosquitto, db_url, client_id="carehub-restart-test")
-    runtime = HubRuntime(settings)
+    runtime = HubRuntime(settings, provider=RecordingProvider())
     add_home(runtime.session_factory)
     runtime.start()
     assert runtime.ingest.wait_connected(10)
@@ -118,7 +119,7 @@ def test_a_broker_restart_loses_nothing_the_hub_had_not_taken(
     publisher.close()
     mosquitto.restart()  # graceful: the broker saves its queue
 
-    again = HubRuntime(settings)
+    again = HubRuntime(settings, provider=RecordingProvider())
     again.start()
     try:
         wait_until(lambda: _count(again, SensorEvent.kind == "fall") == 20, timeout=20)

@@ -1,0 +1,1 @@
+"""Sending: message texts, the outbox sender, and what comes back from the provider."""

@@ -1,0 +1,294 @@
+"""The escalation engine and the outbox sender against real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.alarms import service as alarms
+from hub.clock import FakeClock
+from hub.escalation.engine import (
+    EscalationContext,
+    EscalationEngine,
+    alarm_taken,
+    start_escalation,
+)
+from hub.escalation.policy import ensure_default_policies
+from hub.notify.sender import ProviderError, Sender
+from hub.rules.timers import ManualTimer
+from hub.storage.db import make_engine, make_sessionmaker
+from hub.storage.models import (
+    AlarmEscalation,
+    AlarmStatus,
+    Home,
+    Notification,
+    Relative,
+    RelativeRole,
+    Resident,
+    Severity,
+    ShiftPattern,
+    StaffRole,
+    StaffUser,
+    Zone,
+)
+from tests.providers import RecordingProvider
+
+OSLO = ZoneInfo("Europe/Oslo")
+T0 = datetime(2026, 1, 5, 13, 32, tzinfo=UTC)
+CTX = EscalationContext(OSLO, "http://127.0.0.1:8000")
+
+
+def seed(factory: sessionmaker[Session], residents: int = 1) -> list[int]:
+    """Zone Ørje: Nina on duty, Ola off duty, Kristin coordinator; Kari with two relatives."""
+    with factory() as s, s.begin():
+        zone = Zone(name="Ørje", created_at=T0)
+        s.add(zone)
+        s.flush()
+        users = {}
+        for username, role, phone in (
+            ("nina", StaffRole.NURSE, "+4790000001"),
+            ("ola", StaffRole.NURSE, "+4790000002"),
+            ("kristin", StaffRole.COORDINATOR, "+4790000003"),
+        ):
+            users[username] = StaffUser(
+                username=username,
+                display_name=username.title(),
+                role=role,
+                password_hash="x",
+                phone=phone,
+                zone_id=zone.id,
+                active=True,
+                created_at=T0,
+            )
+            s.add(users[username])
+        s.flush()
+        for weekday in range(7):
+            s.add(
+                ShiftPattern(
+                    zone_id=zone.id,
+                    user_id=users["nina"].id,
+                    name="all",
+                    weekday=weekday,
+                    start=time(0, 0),
+                    end=time(0, 0),
+                )
+            )
+        ids = []
+        for n in range(residents):
+            home = Home(id=f"h{n}", zone_id=zone.id, created_at=T0)
+            resident = Resident(
+                home=home, zone_id=zone.id, label=f"Kari {n}", full_name="Kari", created_at=T0
+            )
+            s.add_all([home, resident])
+            s.add(
+                Relative(
+                    resident=resident,
+                    name="Anne",
+                    phone="+4791000001",
+                    priority=1,
+                    role=RelativeRole.ACTING,
+                    created_at=T0,
+                )
+            )
+            s.add(
+                Relative(
+                    resident=resident,
+                    name="Per",
+                    phone="+4791000002",
+                    priority=2,
+                    role=RelativeRole.INFORMED,
+                    created_at=T0,
+                )
+            )
+            s.flush()
+            ids.append(resident.id)
+        ensure_default_policies(s, T0)
+        return ids
+
+
+def open_alarm(factory: sessionmaker[Session], resident_id: int, now: datetime) -> int:
+    with factory() as s, s.begin():
+        resident = s.get(Resident, resident_id)
+        assert resident is not None
+        alarm, created = alarms.open_or_join(
+            s,
+            now=now,
+            resident_id=resident_id,
+            home_id=resident.home_id,
+            type="fall",
+            severity=Severity.RED,
+            summary="fall",
+        )
+        assert created
+        start_escalation(s, alarm, now=now, ctx=CTX)
+        return alarm.id
+
+
+def queued(factory: sessionmaker[Session], alarm_id: int) -> list[tuple[str, str, str | None]]:
+    with factory() as s:
+        rows = s.scalars(
+            select(Notification).where(Notification.alarm_id == alarm_id).order_by(Notification.id)
+        ).all()
+        return [(r.purpose, r.channel, r.to_number) for r in rows]
+
+
+def test_a_red_alarm_walks_the_default_policy_step_by_step(
+    session_factory: sessionmaker[Session],
+) -> None:
+    [kari] = seed(session_factory)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+    alarm_id = open_alarm(session_factory, kari, clock.now())
+    assert queued(session_factory, alarm_id) == [("informed", "sms", "+4791000002")]
+
+    assert engine.tick() == 1
+    step1 = queued(session_factory, alarm_id)[1:]
+    assert step1 == [("alarm", "portal", None), ("alarm", "sms", "+4790000001")]
+    with session_factory() as s:
+        alarm = alarms.get_alarm(s, alarm_id)
+        esc = s.get(AlarmEscalation, alarm_id)
+        assert alarm.status == AlarmStatus.NOTIFIED
+        assert esc is not None and esc.next_due_at == T0 + timedelta(minutes=2)
+
+    clock.advance(timedelta(minutes=1, seconds=59))
+    assert engine.tick() == 0  # not yet
+    clock.advance(timedelta(seconds=1))
+    assert engine.tick() == 1
+    step2 = queued(session_factory, alarm_id)[3:]
+    assert Counter(channel for _p, channel, _to in step2) == {"sms": 3, "voice": 3}
+    assert {to for _p, _c, to in step2} == {"+4790000001", "+4790000002", "+4790000003"}
+
+
+def test_taking_the_alarm_stops_the_escalation_and_tells_the_others(
+    session_factory: sessionmaker[Session],
+) -> None:
+    [kari] = seed(session_factory)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+    provider = RecordingProvider()
+    sender = Sender(session_factory, clock, provider, public_base_url="http://hub")
+    alarm_id = open_alarm(session_factory, kari, clock.now())
+    engine.tick()
+    clock.advance(timedelta(minutes=2))
+    engine.tick()
+    sender.drain()
+    with session_factory() as s, s.begin():
+        alarms.transition(
+            s, alarm_id, to=AlarmStatus.ACKNOWLEDGED, actor="sms:Ola", now=clock.now()
+        )
+        alarm = alarms.get_alarm(s, alarm_id)
+        alarm_taken(s, alarm, taker="Ola", now=clock.now())
+    taken_by = [
+        to for purpose, _c, to in queued(session_factory, alarm_id) if purpose == "taken_by"
+    ]
+    assert sorted(taken_by) == ["+4790000001", "+4790000003"]  # not Ola himself
+    clock.advance(timedelta(hours=1))
+    assert engine.tick() == 0
+    with session_factory() as s:
+        esc = s.get(AlarmEscalation, alarm_id)
+        assert esc is not None and esc.state == "stopped" and esc.next_due_at is None
+
+
+class FlakyProvider(RecordingProvider):
+    """Fails the first ``failures`` calls as a provider outage would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def send_sms(self, *, to: str, body: str, status_callback: str) -> str:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ProviderError("HTTP 500", transient=True)
+        return super().send_sms(to=to, body=body, status_callback=status_callback)
+
+
+def test_a_provider_outage_is_retried_until_the_sms_goes_out(
+    session_factory: sessionmaker[Session],
+) -> None:
+    [kari] = seed(session_factory)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+    provider = FlakyProvider(failures=20)
+    sender = Sender(session_factory, clock, provider, public_base_url="http://hub")
+    alarm_id = open_alarm(session_factory, kari, clock.now())
+    engine.tick()
+    for _ in range(40):
+        sender.drain()
+        due = sender.next_due()
+        if due is None:
+            break
+        clock.set(max(due, clock.now()))
+    with session_factory() as s:
+        statuses = dict(
+            s.execute(
+                select(Notification.to_number, Notification.status).where(
+                    Notification.alarm_id == alarm_id, Notification.channel == "sms"
+                )
+            ).all()
+        )
+    assert statuses == {"+4791000002": "sent", "+4790000001": "sent"}
+    assert provider.failures == 0
+
+
+def test_a_sender_that_died_mid_send_is_covered_by_the_next_one(
+    session_factory: sessionmaker[Session],
+) -> None:
+    [kari] = seed(session_factory)
+    clock = FakeClock(T0)
+    alarm_id = open_alarm(session_factory, kari, clock.now())
+    with session_factory() as s, s.begin():  # a sender claimed the row, then its process died
+        row = s.scalars(select(Notification).where(Notification.alarm_id == alarm_id)).one()
+        row.status = "sending"
+        row.updated_at = clock.now()
+    provider = RecordingProvider()
+    sender = Sender(session_factory, clock, provider, public_base_url="http://hub")
+    assert sender.drain() == 0  # too early to call it dead
+    clock.advance(timedelta(minutes=3))
+    assert sender.drain() == 1
+    assert provider.sent == [("sms", "+4791000002", provider.sent[0][2])]
+
+
+@pytest.mark.postgres
+def test_two_hubs_on_one_postgresql_fire_every_step_exactly_once(pg_url: str) -> None:
+    engines = [make_engine(pg_url), make_engine(pg_url)]
+    factories = [make_sessionmaker(e) for e in engines]
+    residents = seed(factories[0], residents=30)
+    clock = FakeClock(T0)
+    alarm_ids = [open_alarm(factories[0], r, clock.now()) for r in residents]
+    hubs = [EscalationEngine(f, clock, ManualTimer(), CTX) for f in factories]
+
+    def run(hub: EscalationEngine, rounds: int) -> None:
+        for _ in range(rounds):
+            hub.tick()
+
+    for minutes in (0, 2, 5, 10):
+        clock.set(T0 + timedelta(minutes=minutes))
+        threads = [threading.Thread(target=run, args=(hub, 5)) for hub in hubs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    with factories[0]() as s:
+        rows = s.execute(
+            select(
+                Notification.alarm_id,
+                Notification.step_index,
+                Notification.round,
+                Notification.channel,
+                Notification.to_number,
+            ).where(Notification.purpose == "alarm")
+        ).all()
+    for e in engines:
+        e.dispose()
+    counts = Counter(rows)
+    assert max(counts.values()) == 1, "a step fired twice"
+    steps = {(a, step, rnd) for a, step, rnd, _c, _to in rows}
+    # steps 1, 2, 3 of round 1 and step 1 of round 2 for every alarm
+    assert steps == {(a, s, r) for a in alarm_ids for s, r in ((0, 1), (1, 1), (2, 1), (0, 2))}

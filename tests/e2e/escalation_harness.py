@@ -26,6 +26,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from devices.catalogue import info
 from hub.broker import MosquittoProcess, free_port
@@ -104,6 +105,94 @@ class Sent:
     status: str
 
 
+def seed_kari(
+    factory: sessionmaker[Session],
+    now: datetime,
+    relatives: bool = True,
+    anne_quiet: tuple[time, time] | None = None,
+) -> None:
+    """Kari's home (fall sensor, door, button), Nina on duty, Ola, Kristin, Anne and Per."""
+    with factory() as s, s.begin():
+        zone = Zone(name="Ørje", created_at=now)
+        s.add(zone)
+        s.flush()
+        home = Home(id=HOME, zone_id=zone.id, address="Storgata 1", created_at=now)
+        room = Room(home=home, name="Stue", kind="living")
+        kari = Resident(
+            home=home, zone_id=zone.id, label="Kari N.", full_name="Kari N", created_at=now
+        )
+        s.add_all([home, room, kari])
+        for device_id, device_type in (
+            ("fall", DeviceType.FALL_SENSOR),
+            ("door", DeviceType.DOOR_CONTACT),
+            ("button", DeviceType.ALARM_BUTTON),
+        ):
+            s.add(
+                Device(
+                    id=device_id,
+                    home=home,
+                    room=room,
+                    type=device_type,
+                    protocol=Protocol.NATIVE,
+                    supervision_interval_s=info(device_type).default_supervision_interval_s,
+                    created_at=now,
+                )
+            )
+        people = {}
+        for username, name, role, phone in (
+            ("nina", "Nina Sykepleier", StaffRole.NURSE, NINA),
+            ("ola", "Ola Sykepleier", StaffRole.NURSE, OLA),
+            ("kristin", "Kristin Koordinator", StaffRole.COORDINATOR, KRISTIN),
+        ):
+            user = StaffUser(
+                username=username,
+                display_name=name,
+                role=role,
+                password_hash="x",
+                phone=phone,
+                zone_id=zone.id,
+                active=True,
+                created_at=now,
+            )
+            s.add(user)
+            people[username] = user
+        s.flush()
+        for weekday in range(7):  # Nina is on duty around the clock
+            s.add(
+                ShiftPattern(
+                    zone_id=zone.id,
+                    user_id=people["nina"].id,
+                    name="all",
+                    weekday=weekday,
+                    start=time(0, 0),
+                    end=time(0, 0),
+                )
+            )
+        if relatives:
+            s.add(
+                Relative(
+                    resident=kari,
+                    name="Anne",
+                    phone=ANNE,
+                    priority=1,
+                    role=RelativeRole.ACTING,
+                    quiet_start=anne_quiet[0] if anne_quiet else None,
+                    quiet_end=anne_quiet[1] if anne_quiet else None,
+                    created_at=now,
+                )
+            )
+            s.add(
+                Relative(
+                    resident=kari,
+                    name="Per",
+                    phone=PER,
+                    priority=2,
+                    role=RelativeRole.INFORMED,
+                    created_at=now,
+                )
+            )
+
+
 class EscalationHarness:
     """Kari's home in zone Ørje, its staff and relatives, the hub and the SMS simulator."""
 
@@ -176,86 +265,7 @@ class EscalationHarness:
             return False
 
     def _seed(self, *, relatives: bool, anne_quiet: tuple[time, time] | None) -> None:
-        now = self.clock.now()
-        with self.runtime.session_factory() as s, s.begin():
-            zone = Zone(name="Ørje", created_at=now)
-            s.add(zone)
-            s.flush()
-            home = Home(id=HOME, zone_id=zone.id, address="Storgata 1", created_at=now)
-            room = Room(home=home, name="Stue", kind="living")
-            kari = Resident(
-                home=home, zone_id=zone.id, label="Kari N.", full_name="Kari N", created_at=now
-            )
-            s.add_all([home, room, kari])
-            for device_id, device_type in (
-                ("fall", DeviceType.FALL_SENSOR),
-                ("door", DeviceType.DOOR_CONTACT),
-                ("button", DeviceType.ALARM_BUTTON),
-            ):
-                s.add(
-                    Device(
-                        id=device_id,
-                        home=home,
-                        room=room,
-                        type=device_type,
-                        protocol=Protocol.NATIVE,
-                        supervision_interval_s=info(device_type).default_supervision_interval_s,
-                        created_at=now,
-                    )
-                )
-            people = {}
-            for username, name, role, phone in (
-                ("nina", "Nina Sykepleier", StaffRole.NURSE, NINA),
-                ("ola", "Ola Sykepleier", StaffRole.NURSE, OLA),
-                ("kristin", "Kristin Koordinator", StaffRole.COORDINATOR, KRISTIN),
-            ):
-                user = StaffUser(
-                    username=username,
-                    display_name=name,
-                    role=role,
-                    password_hash="x",
-                    phone=phone,
-                    zone_id=zone.id,
-                    active=True,
-                    created_at=now,
-                )
-                s.add(user)
-                people[username] = user
-            s.flush()
-            for weekday in range(7):  # Nina is on duty around the clock
-                s.add(
-                    ShiftPattern(
-                        zone_id=zone.id,
-                        user_id=people["nina"].id,
-                        name="all",
-                        weekday=weekday,
-                        start=time(0, 0),
-                        end=time(0, 0),
-                    )
-                )
-            if relatives:
-                s.add(
-                    Relative(
-                        resident=kari,
-                        name="Anne",
-                        phone=ANNE,
-                        priority=1,
-                        role=RelativeRole.ACTING,
-                        quiet_start=anne_quiet[0] if anne_quiet else None,
-                        quiet_end=anne_quiet[1] if anne_quiet else None,
-                        created_at=now,
-                    )
-                )
-                s.add(
-                    Relative(
-                        resident=kari,
-                        name="Per",
-                        phone=PER,
-                        priority=2,
-                        role=RelativeRole.INFORMED,
-                        created_at=now,
-                    )
-                )
+        seed_kari(self.runtime.session_factory, self.clock.now(), relatives, anne_quiet)
 
     # -- the home ---------------------------------------------------------------------------------
     def publish(self, device_id: str, kind: str, **fields: Any) -> None:

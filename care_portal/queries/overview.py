@@ -133,6 +133,7 @@ def _alarm_view(alarm: Alarm, resident: str, *, now: datetime, tz: tzinfo) -> Op
         event_count=alarm.event_count,
         opened_at=alarm.opened_at.astimezone(tz),
         age_minutes=max(0, int((now - alarm.opened_at).total_seconds() // 60)),
+        unanswered=alarm.unanswered,
     )
 
 

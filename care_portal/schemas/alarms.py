@@ -50,6 +50,8 @@ class AlarmPublic(_Public):
     opened_at: datetime
     updated_at: datetime
     event_count: int = Field(description="events that raised or joined this alarm")
+    unanswered: bool = Field(description="every escalation round passed and nobody took it")
+    short_code: str | None = Field(description='code for SMS replies: "1 <code>"')
 
 
 class AlarmDetailPublic(AlarmPublic):

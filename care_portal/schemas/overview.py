@@ -76,6 +76,7 @@ class OpenAlarmView(_View):
     event_count: int
     opened_at: datetime
     age_minutes: int
+    unanswered: bool = False
 
 
 class Overview(_View):

@@ -142,3 +142,19 @@ def test_every_alarm_type_status_and_severity_has_a_label(language: Language) ->
         + [f"severity.{value}" for value in Severity]
     )
     assert [key for key in wanted if key not in catalogue] == []
+
+
+def test_an_unanswered_alarm_is_impossible_to_miss(
+    client: TestClient, seeded: sessionmaker[Session]
+) -> None:
+    alarms = add_alarms(seeded)
+    assert 'data-testid="unanswered-banner"' not in client.get("/").text
+    with seeded() as session, session.begin():
+        fall = service.get_alarm(session, alarms["fall"])
+        fall.unanswered = True  # what the escalation engine sets after the last round
+    html = alarms_section(client.get("/").text)
+    assert "1 alarm(er) er UBESVART" in text_of(html)
+    [fall_row] = [row for row in alarm_rows(html) if "UBESVART" in row]
+    assert RESIDENT_LABEL in fall_row
+    english = alarms_section(client.get("/?lang=en").text)
+    assert "UNANSWERED" in text_of(english)

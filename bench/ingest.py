@@ -43,7 +43,7 @@ class Run:
     max_ms: float
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -51,7 +51,10 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
-def _publish(port: int, count: int, rate: float, devices: int, homes: int, out: Path) -> None:
+def publish(
+    port: int, count: int, rate: float, devices: int, homes: int, out: Path, *extra: str
+) -> None:
+    """Run the publisher subprocess to the end (``extra``: more publisher arguments)."""
     subprocess.run(
         [
             sys.executable,
@@ -69,6 +72,7 @@ def _publish(port: int, count: int, rate: float, devices: int, homes: int, out: 
             str(homes),
             "--out",
             str(out),
+            *extra,
         ],
         check=True,
     )
@@ -87,13 +91,14 @@ def _summarise(
         events=count,
         received=len(done),
         throughput=len(done) / (last - first) if last > first else 0.0,
-        p50_ms=_percentile(lat, 0.50),
-        p99_ms=_percentile(lat, 0.99),
+        p50_ms=percentile(lat, 0.50),
+        p99_ms=percentile(lat, 0.99),
         max_ms=max(lat) if lat else float("nan"),
     )
 
 
-def _wait_for(done: dict[str, float], count: int, timeout: float) -> None:
+def wait_for(done: dict[str, float], count: int, timeout: float) -> None:
+    """Wait (bounded) until ``done`` holds ``count`` entries."""
     deadline = CLOCK.monotonic() + timeout
     pause = threading.Event()
     while len(done) < count and CLOCK.monotonic() < deadline:
@@ -117,14 +122,18 @@ def measure_ceiling(
         seq = json.loads(msg.payload)["seq"]
         done[f"{parts[3]}/{seq}"] = CLOCK.monotonic()
 
-    client.on_connect = lambda c, *a: (c.subscribe("carehub/v1/+/+/+", qos=1), connected.set())
+    def on_connect(c: mqtt.Client, *_a: Any) -> None:
+        c.subscribe("carehub/v1/+/+/+", qos=1)
+        connected.set()
+
+    client.on_connect = on_connect
     client.on_message = on_message
     client.connect(broker.host, broker.port)
     client.loop_start()
     connected.wait(10)
     out = work / f"ceiling-{mode}.json"
-    _publish(broker.port, count, rate, 100, 10, out)
-    _wait_for(done, count, 60)
+    publish(broker.port, count, rate, 100, 10, out)
+    wait_for(done, count, 60)
     client.disconnect()
     client.loop_stop()
     sent = json.loads(out.read_text())
@@ -186,15 +195,17 @@ def measure_hub(
     )
     runtime = HubRuntime(settings)
     _seed(runtime, 100, 10)
-    timed = _TimedProcessor(settings, runtime.session_factory)
+    # the hub's own sinks (the rules): the real ingest path, not ingest alone
+    sinks = [runtime.rules] if runtime.rules is not None else []
+    timed = _TimedProcessor(settings, runtime.session_factory, sinks)
     timed.done = {}
     runtime.processor = timed
     runtime.ingest._processor = timed
     runtime.start()
     runtime.ingest.wait_connected(10)
     out = work / f"hub-{label}-{mode}.json"
-    _publish(broker.port, count, rate, 100, 10, out)
-    _wait_for(timed.done, count, 120)
+    publish(broker.port, count, rate, 100, 10, out)
+    wait_for(timed.done, count, 120)
     runtime.stop()
     sent = json.loads(out.read_text())
     return _summarise(f"hub {label}", mode, rate, count, sent, timed.done)
@@ -227,4 +238,5 @@ def run_ingest_bench(
 
 
 def as_json(runs: list[Run]) -> list[dict[str, Any]]:
+    """The runs as JSON-ready dicts."""
     return [asdict(r) for r in runs]

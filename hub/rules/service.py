@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,7 +42,7 @@ from hub.rules.model import (
     RaiseAlarm,
 )
 from hub.rules.timers import TimerDriver
-from hub.storage.models import Alarm, Device, Resident, Room, RuleState
+from hub.storage.models import Alarm, Device, DeviceType, Resident, Room, RuleState
 
 logger = logging.getLogger(__name__)
 
@@ -62,36 +63,91 @@ class EscalationHooks(Protocol):
 DUE_BATCH = 200
 
 
-def load_context(session: Session, resident: Resident, tz: ZoneInfo) -> HomeContext:
-    """The resident's home and devices, fresh from the database."""
-    rows = session.execute(
-        select(Device, Room.kind)
-        .outerjoin(Room, Room.id == Device.room_id)
-        .where(Device.home_id == resident.home_id, Device.retired_at.is_(None))
-        .order_by(Device.id)
-    ).all()
-    devices = tuple(
-        DeviceInfo(
-            id=d.id,
-            type=d.type,
-            room_kind=kind,
-            supervision_interval_s=d.supervision_interval_s,
-            last_seen_at=d.last_seen_at,
-            online=d.online,
-            battery=d.battery,
-            tamper=d.tamper,
-            test_mode_until=d.test_mode_until,
+_RESIDENTS: Table = Resident.__table__  # type: ignore[assignment]
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_ROOMS: Table = Room.__table__  # type: ignore[assignment]
+_STATES: Table = RuleState.__table__  # type: ignore[assignment]
+_DEFAULT_CONFIG = rule_config(None)
+_UPDATE_STATE = (
+    update(_STATES)
+    .where(_STATES.c.resident_id == bindparam("b_rid"))
+    .values(
+        state=bindparam("b_state", type_=_STATES.c.state.type),
+        next_due_at=bindparam("b_due", type_=_STATES.c.next_due_at.type),
+        updated_at=bindparam("b_now", type_=_STATES.c.updated_at.type),
+    )
+)
+
+
+def load_contexts(
+    session: Session, *, resident_ids: Iterable[int] | None = None, home_ids: Iterable[str] = ()
+) -> list[tuple[int, str, Any, Any]]:
+    """(resident id, home id, absence_until, rule_config) of the residents asked for."""
+    r = _RESIDENTS.c
+    query = select(r.id, r.home_id, r.absence_until, r.rule_config).order_by(r.id)
+    if resident_ids is not None:
+        query = query.where(r.id.in_(list(resident_ids)))
+    else:
+        query = query.where(r.home_id.in_(list(home_ids)))
+    return [tuple(row) for row in session.connection().execute(query)]
+
+
+def build_contexts(
+    session: Session, residents: list[tuple[int, str, Any, Any]], tz: ZoneInfo
+) -> dict[int, HomeContext]:
+    """Each resident's home and devices, fresh from the database, in two queries in all."""
+    homes = {home_id for _rid, home_id, _absent, _cfg in residents}
+    d, room = _DEVICES.c, _ROOMS.c
+    devices: dict[str, list[DeviceInfo]] = defaultdict(list)
+    if homes:
+        rows = session.connection().execute(
+            select(
+                d.home_id,
+                d.id,
+                d.type,
+                room.kind,
+                d.supervision_interval_s,
+                d.last_seen_at,
+                d.online,
+                d.battery,
+                d.tamper,
+                d.test_mode_until,
+            )
+            .select_from(_DEVICES.outerjoin(_ROOMS, room.id == d.room_id))
+            .where(d.home_id.in_(homes), d.retired_at.is_(None))
+            .order_by(d.id)
         )
-        for d, kind in rows
-    )
-    return HomeContext(
-        resident_id=resident.id,
-        home_id=resident.home_id,
-        devices=devices,
-        absence_until=resident.absence_until,
-        config=rule_config(resident.rule_config),
-        tz=tz,
-    )
+        for home_id, *fields in rows:
+            devices[home_id].append(
+                DeviceInfo(
+                    id=fields[0],
+                    type=DeviceType(fields[1]),
+                    room_kind=fields[2],
+                    supervision_interval_s=fields[3],
+                    last_seen_at=fields[4],
+                    online=fields[5],
+                    battery=fields[6],
+                    tamper=fields[7],
+                    test_mode_until=fields[8],
+                )
+            )
+    return {
+        rid: HomeContext(
+            resident_id=rid,
+            home_id=home_id,
+            devices=tuple(devices.get(home_id, ())),
+            absence_until=absence,
+            config=_DEFAULT_CONFIG if not overrides else rule_config(overrides),
+            tz=tz,
+        )
+        for rid, home_id, absence, overrides in residents
+    }
+
+
+def load_context(session: Session, resident: Resident, tz: ZoneInfo) -> HomeContext:
+    """One resident's context (for tools and tests)."""
+    rows = [(resident.id, resident.home_id, resident.absence_until, resident.rule_config)]
+    return build_contexts(session, rows, tz)[resident.id]
 
 
 class RulesService:
@@ -144,17 +200,19 @@ class RulesService:
             return
         now = self._clock.now()
         changed: set[str] = set()
-        residents = session.scalars(
-            select(Resident).where(Resident.home_id.in_(by_home)).order_by(Resident.id)
-        ).all()
-        for resident in residents:
-            ctx = load_context(session, resident, self._tz)
-            row = self._lock_state(session, resident.id, now)
-            state = dict(row.state)
-            for obs in by_home[resident.home_id]:
+        residents = load_contexts(session, home_ids=by_home)
+        contexts = build_contexts(session, residents, self._tz)
+        states = self._load_states(session, list(contexts), lock=True)
+        saved: dict[int, tuple[dict[str, Any], datetime | None]] = {}
+        for rid, ctx in contexts.items():
+            state = states.get(rid) or engine.initial_state()
+            next_due: datetime | None = None
+            for obs in by_home[ctx.home_id]:
                 result = engine.evaluate_observation(ctx, state, obs, now)
                 state = self._apply(session, ctx, state, result, now, changed)
-            self._save(row, state, now)
+                next_due = result.next_due_at
+            saved[rid] = (state, next_due)
+        self._save_states(session, saved, existing=set(states), now=now)
         session.info.setdefault(AFTER_COMMIT_HOMES, set()).update(changed)
 
     def after_commit(self, info: dict[str, Any]) -> None:
@@ -187,29 +245,32 @@ class RulesService:
             now = self._clock.now()
             changed: set[str] = set()
             with self._session_factory() as session, session.begin():
+                st = _STATES.c
                 query = (
-                    select(RuleState)
-                    .where(RuleState.next_due_at <= now)
-                    .order_by(RuleState.next_due_at)
+                    select(st.resident_id, st.state)
+                    .where(st.next_due_at <= now)
+                    .order_by(st.next_due_at)
                     .limit(DUE_BATCH)
                 )
                 if session.get_bind().dialect.name == "postgresql":
                     query = query.with_for_update(skip_locked=True)
-                rows = session.scalars(query).all()
-                for row in rows:
-                    resident = session.get(Resident, row.resident_id)
-                    if resident is None:
-                        row.next_due_at = None
+                rows = session.connection().execute(query).all()
+                due_states = {rid: dict(state) for rid, state in rows}
+                contexts = build_contexts(
+                    session, load_contexts(session, resident_ids=due_states), self._tz
+                )
+                saved: dict[int, tuple[dict[str, Any], datetime | None]] = {}
+                for rid, state in due_states.items():
+                    ctx = contexts.get(rid)
+                    if ctx is None:
+                        saved[rid] = (state, None)
                         continue
-                    ctx = load_context(session, resident, self._tz)
-                    result = engine.evaluate_due(ctx, dict(row.state), now)
-                    state = self._apply(session, ctx, dict(row.state), result, now, changed)
-                    self._save(row, state, now)
-                    if row.next_due_at is not None and row.next_due_at <= now:
-                        logger.error(
-                            "rules for resident %s are due again at once; pushing on",
-                            row.resident_id,
-                        )
+                    result = engine.evaluate_due(ctx, state, now)
+                    new_state = self._apply(session, ctx, state, result, now, changed)
+                    if result.next_due_at is not None and result.next_due_at <= now:
+                        logger.error("rules for resident %s are due again at once", rid)
+                    saved[rid] = (new_state, result.next_due_at)
+                self._save_states(session, saved, existing=set(due_states), now=now)
                 info = dict(session.info)
             if info.get(AFTER_COMMIT_ESCALATE) and self.escalation is not None:
                 self.escalation.wake()
@@ -227,21 +288,42 @@ class RulesService:
         self._timer.wake_at(nxt)
 
     # -- state and decisions --------------------------------------------------------------------
-    def _lock_state(self, session: Session, resident_id: int, now: datetime) -> RuleState:
-        query = select(RuleState).where(RuleState.resident_id == resident_id)
-        if session.get_bind().dialect.name == "postgresql":
+    @staticmethod
+    def _load_states(
+        session: Session, resident_ids: list[int], *, lock: bool
+    ) -> dict[int, dict[str, Any]]:
+        """The residents' rule states (locked on PostgreSQL, so two hubs take turns)."""
+        if not resident_ids:
+            return {}
+        st = _STATES.c
+        query = select(st.resident_id, st.state).where(st.resident_id.in_(resident_ids))
+        if lock and session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
-        row = session.scalars(query).first()
-        if row is None:
-            row = RuleState(resident_id=resident_id, state=engine.initial_state(), updated_at=now)
-            session.add(row)
-            session.flush()
-        return row
+        return {rid: dict(state) for rid, state in session.connection().execute(query)}
 
     @staticmethod
-    def _save(row: RuleState, state: dict[str, Any], now: datetime) -> None:
-        row.state = state
-        row.updated_at = now
+    def _save_states(
+        session: Session,
+        saved: dict[int, tuple[dict[str, Any], datetime | None]],
+        *,
+        existing: set[int],
+        now: datetime,
+    ) -> None:
+        """Write the new states and due times: one UPDATE (executemany) and one INSERT."""
+        updates = [
+            {"b_rid": rid, "b_state": state, "b_due": due, "b_now": now}
+            for rid, (state, due) in saved.items()
+            if rid in existing
+        ]
+        inserts = [
+            {"resident_id": rid, "state": state, "next_due_at": due, "updated_at": now}
+            for rid, (state, due) in saved.items()
+            if rid not in existing
+        ]
+        if updates:
+            session.connection().execute(_UPDATE_STATE, updates)
+        if inserts:
+            session.connection().execute(_STATES.insert(), inserts)
 
     def _apply(
         self,
@@ -257,9 +339,6 @@ class RulesService:
             state[PREALARM_KEY] = previous[PREALARM_KEY]
         for decision in result.decisions:
             self._decide(session, ctx, state, decision, now, changed)
-        row = session.get(RuleState, ctx.resident_id)
-        if row is not None:
-            row.next_due_at = result.next_due_at
         return state
 
     def _decide(

@@ -87,6 +87,26 @@ class TwilioSettings(_Section):
     red_sms_delivery_timeout_s: int = Field(default=90, ge=10)
 
 
+class SecuritySettings(_Section):
+    """Sign-in, sessions, two-factor, personal data at rest, retention."""
+
+    session_ttl_s: int = Field(default=12 * 3600, ge=300)
+    # Secure cookies need HTTPS; only a local demo may turn this off.
+    secure_cookies: bool = True
+    # TOTP two-factor for staff; demo mode turns it off.
+    require_totp: bool = True
+    login_max_failures: int = Field(default=5, ge=1)
+    lockout_s: int = Field(default=15 * 60, ge=10)
+    # Fernet keys (urlsafe base64, 32 bytes), newest first; older ones only decrypt (rotation).
+    # Never in the repository: set CAREHUB_SECURITY__DATA_KEYS='["...","..."]' or in the TOML file.
+    data_keys: list[str] = Field(default_factory=list)
+    # Key for the signed, expiring links in relatives' SMS (HMAC).
+    link_secret: str | None = None
+    relative_link_ttl_s: int = Field(default=24 * 3600, ge=60)
+    # Raw sensor events older than this are deleted; alarms and the audit log are kept.
+    event_retention_days: int = Field(default=30, ge=1)
+
+
 class Settings(BaseSettings):
     """All of CareHub's configuration."""
 
@@ -103,6 +123,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     portal: PortalSettings = PortalSettings()
     twilio: TwilioSettings = TwilioSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @field_validator("timezone")
     @classmethod

@@ -206,6 +206,13 @@ class StaffUser(Base):
     zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id"))
     language: Mapped[str] = mapped_column(String(8), default="nb", server_default="nb")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # TOTP two-factor: the shared secret (set at enrolment) and whether it was confirmed
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # argon2 hashes of unused one-time recovery codes
+    recovery_codes: Mapped[list[str] | None] = mapped_column(JSON)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -443,6 +450,44 @@ class Notification(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    # False until the second factor is given (or when none is required)
+    mfa_passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """Who looked at or changed what, about which resident, when and from where (Normen).
+
+    Append-only like the alarm timeline (a database trigger refuses UPDATE and DELETE).
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_entries_resident_at", "resident_id", "at"),)
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    username: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    # e.g. alarm.read, alarm.acknowledge, resident.read, roster.update, audit.search, login
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    resident_id: Mapped[int | None] = mapped_column(Integer)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 # Kept for the migration tests: tables that the schema has but the ORM does not map.
 UNMAPPED_TABLES = frozenset({"apscheduler_jobs"})
 __all__ = [
@@ -450,6 +495,7 @@ __all__ = [
     "AlarmEscalation",
     "AlarmStatus",
     "AlarmTimelineEntry",
+    "AuditEntry",
     "ApiToken",
     "Base",
     "Device",
@@ -471,5 +517,6 @@ __all__ = [
     "ShiftPattern",
     "StaffRole",
     "StaffUser",
+    "WebSession",
     "Zone",
 ]

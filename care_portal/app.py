@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request, status
@@ -12,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from care_portal.const import STATIC_DIR
 from care_portal.i18n import Translator, load_catalogues, remember_language_choice, request_language
@@ -26,6 +27,7 @@ from care_portal.routers import (
     twilio_hooks,
 )
 from care_portal.templating import make_templates, render
+from care_portal.web_session import LoginRequired, csrf_token
 from hub.clock import Clock, SystemClock
 from hub.config import Settings
 from hub.storage.db import make_engine, make_sessionmaker
@@ -73,6 +75,8 @@ def create_app(
 
     app.middleware("http")(remember_language_choice)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.state.templates.env.globals["csrf_token"] = csrf_token
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(overview.router)
@@ -82,6 +86,15 @@ def create_app(
     app.include_router(api_devices.router)
     app.include_router(twilio_hooks.router)
     return app
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    """No valid session: to the sign-in page (htmx requests get an HX-Redirect header)."""
+    next_url = exc.next_url if isinstance(exc, LoginRequired) else "/"
+    target = "/login?" + urlencode({"next": next_url})
+    if request.headers.get("HX-Request"):
+        return Response(status_code=status.HTTP_204_NO_CONTENT, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 AFTER_COMMIT_HOMES = "carehub_feedback_homes"
 AFTER_COMMIT_ESCALATE = "carehub_escalate"
+AFTER_COMMIT_EARLIEST = "carehub_rules_earliest_due"
 
 
 class EscalationHooks(Protocol):
@@ -170,6 +171,7 @@ class RulesService:
         self.feedback = feedback
         self.escalation = escalation
         self._due_lock = threading.Lock()
+        self._scheduled_for: datetime | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,6 +216,13 @@ class RulesService:
             saved[rid] = (state, next_due)
         self._save_states(session, saved, existing=set(states), now=now)
         session.info.setdefault(AFTER_COMMIT_HOMES, set()).update(changed)
+        dues = [due for _state, due in saved.values() if due is not None]
+        if dues:
+            earliest = min(dues)
+            known = session.info.get(AFTER_COMMIT_EARLIEST)
+            session.info[AFTER_COMMIT_EARLIEST] = (
+                earliest if known is None else min(known, earliest)
+            )
 
     def after_commit(self, info: dict[str, Any]) -> None:
         """After the ingest commit: feedback to the homes that changed, timer to the next due."""
@@ -223,7 +232,12 @@ class RulesService:
         if homes and self.feedback is not None:
             with self._session_factory() as session:
                 self.feedback.publish_homes(session, homes, self._clock.now())
-        self._reschedule()
+        earliest = info.get(AFTER_COMMIT_EARLIEST)
+        # The timer only ever needs to move earlier here: a later due time is found by the
+        # run_due that the current wake-up triggers (timers only wake the rules early).
+        if earliest is not None and (self._scheduled_for is None or earliest < self._scheduled_for):
+            self._scheduled_for = earliest
+            self._timer.wake_at(earliest)
 
     # -- timers ---------------------------------------------------------------------------------
     def run_due(self) -> int:
@@ -285,6 +299,7 @@ class RulesService:
     def _reschedule(self) -> None:
         with self._session_factory() as session:
             nxt = session.scalar(select(func.min(RuleState.next_due_at)))
+        self._scheduled_for = nxt
         self._timer.wake_at(nxt)
 
     # -- state and decisions --------------------------------------------------------------------

@@ -1,0 +1,495 @@
+"""Escalation benchmarks: fall → first SMS at the Twilio simulator under load; steps due at once."""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import pstats
+import re
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import uvicorn
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bench.ingest import percentile, publish, wait_for
+from bench.publisher import LOAD_DEVICES, fall_device, rules_home
+from bench.rules import NIGHT, _CommitStamp, _sqlite_database, seed_homes
+from hub.alarms.service import open_or_join
+from hub.broker import MosquittoProcess, free_port
+from hub.clock import FakeClock, SystemClock
+from hub.config import (
+    DatabaseSettings,
+    MqttSettings,
+    PortalSettings,
+    Settings,
+    TwilioSettings,
+)
+from hub.escalation.engine import ACTIVE, start_escalation
+from hub.escalation.policy import ensure_default_policies
+from hub.rules.timers import ManualTimer
+from hub.runtime import HubRuntime
+from hub.storage import migrate
+from hub.storage.models import (
+    AlarmEscalation,
+    Notification,
+    Severity,
+    ShiftPattern,
+    StaffRole,
+    StaffUser,
+)
+from simulators.twilio_sim import SimConfig, create_app
+
+CLOCK = SystemClock()
+SID = "AC" + "b" * 32
+TOKEN = "bench-token"
+NURSE_PHONE = "+4790000001"
+ZONE_ID = 1  # the zone bench.rules.seed_homes creates
+ALARM_CHUNK = 500  # alarms opened (with their escalation started) per transaction
+WAIT_S = 10.0
+# the staff SMS of a fall: "CareHub <severity>: Fall - Resident 17. Svar 1 …" (nb and en)
+FALL_SMS = re.compile(r": Fall - Resident (\d+)\. ")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class SmsRun:
+    """Fall published → first SMS request received by the simulator, under background load."""
+
+    target: str  # "hub sqlite", "hub postgresql"
+    homes: int
+    load_rate: float  # offered background events/s
+    load_events: int
+    load_committed: int
+    load_throughput: float  # background events committed per second
+    load_p99_ms: float
+    falls: int
+    sms: int  # falls whose SMS reached the simulator (must equal falls)
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    # the same path in two parts: fall sent → its alarm committed, alarm committed → SMS received
+    alarm_p50_ms: float
+    alarm_p99_ms: float
+    to_sms_p50_ms: float
+    to_sms_p99_ms: float
+
+
+@dataclass
+class StepRun:
+    """One ``EscalationEngine.tick()`` running ``steps`` escalation steps that are all due now."""
+
+    target: str  # "sqlite", "postgresql"
+    alarms: int
+    seed_s: float  # opening the alarms and starting their escalations (not measured below)
+    steps: int  # steps the tick ran
+    queued: int  # notifications the steps wrote (portal + SMS per alarm)
+    tick_s: float
+    steps_per_s: float
+    p50_lag_ms: float
+    p99_lag_ms: float
+    max_lag_ms: float
+    commits: int  # transactions the tick committed
+
+
+# -- the simulator, with arrival stamps -------------------------------------------------------
+class ArrivalLog:
+    """ASGI middleware before the simulator: stamps each ``Messages.json`` POST as it arrives.
+
+    The stamp is ``SystemClock.monotonic()`` when uvicorn hands the request to the app (headers
+    parsed, before the body is read), so it is the moment the simulator received the request,
+    independent of the simulator's own work and of its ``date_created`` (wall clock, seconds).
+    """
+
+    def __init__(self, app: Asgi) -> None:
+        self.app = app
+        self.arrivals: list[tuple[float, str, str]] = []  # (monotonic, To, Body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope.get("path", ""))
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not path.endswith("/Messages.json")
+        ):
+            await self.app(scope, receive, send)
+            return
+        at = CLOCK.monotonic()
+        chunks: list[bytes] = []
+
+        async def tap() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+            return message
+
+        await self.app(scope, tap, send)
+        form = parse_qs(b"".join(chunks).decode())
+        self.arrivals.append((at, form.get("To", [""])[0], form.get("Body", [""])[0]))
+
+
+class Server:
+    """A uvicorn server in a thread on a loopback port."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        _wait(lambda: bool(self._server.started), WAIT_S, "the simulator did not start")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(WAIT_S)
+
+
+def _wait(ready: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = CLOCK.monotonic() + timeout
+    pause = threading.Event()
+    while not ready():
+        if CLOCK.monotonic() > deadline:
+            raise RuntimeError(what)
+        pause.wait(0.02)
+
+
+def _portal_up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
+# -- seeding ----------------------------------------------------------------------------------
+def seed_nurse(session_factory: sessionmaker[Session], now: datetime) -> None:
+    """One nurse with a phone, on duty in the bench zone around the clock, every day."""
+    with session_factory() as s, s.begin():
+        nurse = StaffUser(
+            username="bench-nurse",
+            display_name="Bench Sykepleier",
+            role=StaffRole.NURSE,
+            password_hash="x",
+            phone=NURSE_PHONE,
+            zone_id=ZONE_ID,
+            active=True,
+            created_at=now,
+        )
+        s.add(nurse)
+        s.flush()
+        s.add_all(
+            ShiftPattern(
+                zone_id=ZONE_ID,
+                user_id=nurse.id,
+                name="all",
+                weekday=weekday,
+                start=time(0, 0),
+                end=time(0, 0),
+            )
+            for weekday in range(7)
+        )
+
+
+# -- fall → first SMS under load --------------------------------------------------------------
+def measure_fall_sms(
+    broker: MosquittoProcess,
+    db_url: str,
+    label: str,
+    *,
+    homes: int,
+    rate: float,
+    seconds: float,
+    falls: int,
+    work: Path,
+) -> SmsRun:
+    """The real hub on the system clock (SchedulerTimer, background sender, portal for status
+    callbacks), the simulator in-process, a load of door/motion events and spread falls."""
+    migrate.upgrade(db_url)
+    sim_port, portal_port = free_port(), free_port()
+    portal_url = f"http://127.0.0.1:{portal_port}"
+    log = ArrivalLog(
+        create_app(
+            SimConfig(
+                account_sid=SID,
+                auth_token=TOKEN,
+                inbound_sms_url=f"{portal_url}/api/v1/twilio/sms",
+                port=sim_port,
+            )
+        )
+    )
+    sim = Server(log, sim_port)
+    sim.start()
+    settings = Settings(
+        mqtt=MqttSettings(host=broker.host, port=broker.port, client_id=f"bench-esc-{label}"),
+        database=DatabaseSettings(url=db_url),
+        portal=PortalSettings(port=portal_port, public_base_url=portal_url),
+        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=sim.url),
+    )
+    stamp = _CommitStamp()  # background load: send → commit, to show whether the hub keeps up
+    runtime = HubRuntime(settings, sinks=[stamp])
+    seed_homes(runtime.session_factory, homes, CLOCK.now())
+    seed_nurse(runtime.session_factory, CLOCK.now())
+    portal_stop = threading.Event()
+    portal = threading.Thread(target=runtime.serve_portal, args=(portal_stop,), daemon=True)
+    out = work / f"esc-{label}.json"
+    try:
+        runtime.start()
+        if not runtime.ingest.wait_connected(WAIT_S):
+            raise RuntimeError("the hub did not connect to the broker")
+        portal.start()
+        _wait(lambda: _portal_up(portal_url), WAIT_S, "the portal did not start")
+        warm = len(LOAD_DEVICES) * homes  # every resident's rule state exists before timing
+        publish(broker.port, warm, rate, 0, homes, work / f"warm-{label}.json", "--fleet", "rules")
+        wait_for(stamp.done, warm, 60)
+        stamp.done.clear()
+        count = int(rate * seconds)
+        publish(broker.port, count, rate, 0, homes, out, "--fleet", "rules", "--falls", str(falls))
+        wait_for(stamp.done, count, 120)
+        deadline = CLOCK.monotonic() + 60
+        pause = threading.Event()
+        while len(_first_sms(log)) < falls and CLOCK.monotonic() < deadline:
+            pause.wait(0.05)
+    finally:
+        sim.stop()  # first: no status callback then goes to a portal that is already gone
+        portal_stop.set()
+        portal.join(WAIT_S)
+        runtime.stop()
+    sent: dict[str, float] = json.loads(out.read_text())
+    first = _first_sms(log)
+    fall_ms, alarm_ms, to_sms_ms = [], [], []
+    for k in range(falls):
+        key = f"{fall_device(k)[1]}/1"
+        if key in sent and k in first:
+            fall_ms.append((first[k] - sent[key]) * 1000)
+        if key in sent and key in stamp.falls:
+            alarm_ms.append((stamp.falls[key] - sent[key]) * 1000)
+            if k in first:
+                to_sms_ms.append((first[k] - stamp.falls[key]) * 1000)
+    load_sent = {k: t for k, t in sent.items() if not k.split("/")[0].endswith("-fall")}
+    load_ms = [(stamp.done[k] - t) * 1000 for k, t in load_sent.items() if k in stamp.done]
+    t_first = min(load_sent.values())
+    t_last = max(stamp.done.values(), default=t_first)
+    return SmsRun(
+        target=f"hub {label}",
+        homes=homes,
+        load_rate=rate,
+        load_events=len(load_sent),
+        load_committed=len(load_ms),
+        load_throughput=len(load_ms) / (t_last - t_first) if t_last > t_first else 0.0,
+        load_p99_ms=percentile(load_ms, 0.99),
+        falls=falls,
+        sms=len(fall_ms),
+        p50_ms=percentile(fall_ms, 0.50),
+        p99_ms=percentile(fall_ms, 0.99),
+        max_ms=max(fall_ms, default=float("nan")),
+        alarm_p50_ms=percentile(alarm_ms, 0.50),
+        alarm_p99_ms=percentile(alarm_ms, 0.99),
+        to_sms_p50_ms=percentile(to_sms_ms, 0.50),
+        to_sms_p99_ms=percentile(to_sms_ms, 0.99),
+    )
+
+
+def _first_sms(log: ArrivalLog) -> dict[int, float]:
+    """Resident index → arrival of the first fall SMS naming that resident."""
+    first: dict[int, float] = {}
+    for at, to, body in list(log.arrivals):
+        match = FALL_SMS.search(body)
+        if to == NURSE_PHONE and match:
+            first.setdefault(int(match.group(1)), at)
+    return first
+
+
+# -- many escalation steps due at once --------------------------------------------------------
+class _NoProvider:
+    """A provider double: nothing is sent in the step benchmark (the sender is not run)."""
+
+    def send_sms(self, *, to: str, body: str, status_callback: str) -> str:
+        raise AssertionError("the step benchmark sends nothing")
+
+    def start_call(self, *, to: str, twiml_url: str, status_callback: str) -> str:
+        raise AssertionError("the step benchmark sends nothing")
+
+
+def _open_alarms(runtime: HubRuntime, alarms: int, now: datetime) -> None:
+    """A red fall alarm for each resident, its escalation started: step 1 due at ``now``."""
+    ctx = runtime.escalation.ctx
+    for start in range(0, alarms, ALARM_CHUNK):
+        with runtime.session_factory() as s, s.begin():
+            for h in range(start, min(alarms, start + ALARM_CHUNK)):
+                alarm, created = open_or_join(
+                    s,
+                    now=now,
+                    resident_id=h + 1,
+                    home_id=rules_home(h),
+                    type="fall",
+                    severity=Severity.RED,
+                    summary="bench fall",
+                    device_id=fall_device(h)[1],
+                )
+                assert created
+                start_escalation(s, alarm, now=now, ctx=ctx)
+
+
+def measure_steps(
+    db_url: str, label: str, alarms: int, profile: bool = False
+) -> tuple[StepRun, str]:
+    """Open ``alarms`` alarms whose first step is due at 23:00 (FakeClock, ManualTimer), then
+    time one ``EscalationEngine.tick()`` from the due moment; a step's lag is the commit of the
+    transaction that ran it minus the start of the tick. Returns the run and, with ``profile``,
+    the cProfile of the tick (cumulative, top 40; profiling inflates every time of that run)."""
+    migrate.upgrade(db_url)
+    clock = FakeClock(NIGHT)
+    runtime = HubRuntime(
+        Settings(database=DatabaseSettings(url=db_url)),
+        clock=clock,
+        timer=ManualTimer(),
+        escalation_timer=ManualTimer(),
+        provider=_NoProvider(),
+        background_sender=False,
+    )
+    factory = runtime.session_factory
+    try:
+        now = clock.now()
+        seed_homes(factory, alarms, now)
+        seed_nurse(factory, now)
+        with factory() as s, s.begin():
+            ensure_default_policies(s, now)
+        t0 = CLOCK.monotonic()
+        _open_alarms(runtime, alarms, now)
+        seed_s = CLOCK.monotonic() - t0
+        due = _count(
+            factory,
+            select(func.count())
+            .select_from(AlarmEscalation)
+            .where(AlarmEscalation.state == ACTIVE, AlarmEscalation.next_due_at <= now),
+        )
+        if due != alarms:
+            raise RuntimeError(f"{due} escalations due, expected {alarms}")
+        commits: list[tuple[float, int]] = []
+
+        def before_commit(session: Session) -> None:
+            # the escalations this transaction claimed are the ones it advanced
+            session.info["bench_steps"] = sum(
+                isinstance(o, AlarmEscalation) for o in session.identity_map.values()
+            )
+
+        def after_commit(session: Session) -> None:
+            commits.append((CLOCK.monotonic(), int(session.info.pop("bench_steps", 0))))
+
+        event.listen(factory, "before_commit", before_commit)
+        event.listen(factory, "after_commit", after_commit)
+        profiler = cProfile.Profile() if profile else None
+        t0 = CLOCK.monotonic()
+        if profiler is not None:
+            profiler.enable()
+        steps = runtime.escalation.tick()
+        if profiler is not None:
+            profiler.disable()
+        tick_s = CLOCK.monotonic() - t0
+        event.remove(factory, "before_commit", before_commit)
+        event.remove(factory, "after_commit", after_commit)
+        queued = _count(factory, select(func.count()).select_from(Notification))
+    finally:
+        runtime.engine.dispose()
+    lags = [(at - t0) * 1000 for at, n in commits for _ in range(n)]
+    if len(lags) != steps:
+        raise RuntimeError(f"{len(lags)} steps seen committed, the tick reports {steps}")
+    text = ""
+    if profiler is not None:
+        buf = io.StringIO()
+        pstats.Stats(profiler, stream=buf).sort_stats("cumulative").print_stats(40)
+        text = buf.getvalue()
+    run = StepRun(
+        target=label,
+        alarms=alarms,
+        seed_s=seed_s,
+        steps=steps,
+        queued=queued,
+        tick_s=tick_s,
+        steps_per_s=steps / tick_s if tick_s > 0 else 0.0,
+        p50_lag_ms=percentile(lags, 0.50),
+        p99_lag_ms=percentile(lags, 0.99),
+        max_lag_ms=max(lags, default=float("nan")),
+        commits=len(commits),
+    )
+    return run, text
+
+
+def _count(session_factory: sessionmaker[Session], query: Any) -> int:
+    with session_factory() as s:
+        return int(s.scalar(query) or 0)
+
+
+# -- the whole escalation benchmark -----------------------------------------------------------
+def run_escalation_bench(
+    *,
+    homes: int,
+    rate: float,
+    seconds: float,
+    falls: int,
+    alarms: int,
+    pg_admin_url: str | None,
+    profile: bool = False,
+    log: Callable[[str], None] = print,
+) -> tuple[list[SmsRun], list[StepRun], dict[str, str]]:
+    """Fall → first SMS under load and ``alarms`` steps due at once, SQLite and PostgreSQL."""
+    falls = min(falls, homes)
+    sms: list[SmsRun] = []
+    steps: list[StepRun] = []
+    profiles: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="carehub-bench-escalation-") as tmp:
+        work = Path(tmp)
+        runs = iter(range(1_000))
+        targets: list[tuple[str, Callable[[], AbstractContextManager[str]]]] = [
+            ("sqlite", lambda: _sqlite_database(work / f"esc-{next(runs)}.db"))
+        ]
+        if pg_admin_url:
+            from bench.pg import temporary_database
+
+            targets.append(("postgresql", lambda: temporary_database(pg_admin_url)))
+        with MosquittoProcess(work / "broker") as broker:
+            for label, database in targets:
+                log(f"fall → first SMS on {label}: {homes} homes, {rate:.0f}/s, {falls} falls")
+                with database() as url:
+                    sms.append(
+                        measure_fall_sms(
+                            broker,
+                            url,
+                            label,
+                            homes=homes,
+                            rate=rate,
+                            seconds=seconds,
+                            falls=falls,
+                            work=work,
+                        )
+                    )
+        for label, database in targets:
+            log(f"{alarms} escalation steps due at once on {label}")
+            with database() as url:
+                run, text = measure_steps(url, label, alarms, profile)
+            steps.append(run)
+            if text:
+                profiles[label] = text
+    return sms, steps, profiles
+
+
+def as_json(sms: list[SmsRun], steps: list[StepRun]) -> dict[str, Any]:
+    """The runs as JSON-ready dicts."""
+    return {"fall_sms": [asdict(r) for r in sms], "steps": [asdict(r) for r in steps]}

@@ -1,0 +1,443 @@
+"""Personal fields encrypted at rest (Fernet/MultiFernet), phone blind indexes, key rotation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import Column, MetaData, Table, Text, event, func, select, type_coerce, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapper, Session, sessionmaker
+from sqlalchemy.sql import operators
+from sqlalchemy.types import TypeDecorator
+
+logger = logging.getLogger(__name__)
+
+# Stored forms: "v1:<Fernet token>" (encrypted), "v0:<clear text>" (no data key was configured).
+# A value with neither prefix was written before migration 0005 and is read as clear text.
+PREFIX_ENCRYPTED: Final = "v1:"
+PREFIX_CLEAR: Final = "v0:"
+# HKDF "info" for the phone blind-index key derived from each data key.
+INDEX_KEY_INFO: Final = b"carehub/phone-index/v1"
+# The blind-index key used when no data key is configured (and by migration 0005 for existing
+# rows). It is public, so such an index is no more secret than the clear number beside it.
+UNKEYED_INDEX_KEY: Final = b"carehub/phone-index/unkeyed"
+NO_KEYS_WARNING: Final = (
+    "NO DATA KEYS CONFIGURED: personal fields (names, phone numbers, addresses) are stored "
+    "UNENCRYPTED. Set security.data_keys (CAREHUB_SECURITY__DATA_KEYS) outside demo/test use."
+)
+_PHONE_PUNCTUATION: Final = re.compile(r"[\s\-().]")
+
+
+class DecryptionError(ValueError):
+    """A stored personal field could not be decrypted (wrong keys, or altered ciphertext)."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"cannot decrypt {field_name}: {reason}")
+        self.field_name = field_name
+
+
+class EncryptedColumnError(TypeError):
+    """A SQL comparison or ordering on an encrypted column, which can never mean anything."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """The configured data keys: the first encrypts, all decrypt; and their blind-index keys."""
+
+    keys: tuple[str, ...] = ()
+    fernet: MultiFernet | None = None
+    primary: Fernet | None = None
+    # One HMAC key per data key, newest first.
+    index_keys: tuple[bytes, ...] = ()
+
+    @property
+    def encrypts(self) -> bool:
+        return self.primary is not None
+
+    @classmethod
+    def from_keys(cls, keys: Sequence[str]) -> KeyRing:
+        """Build a ring; raises ``ValueError`` naming the position of a malformed key."""
+        fernets: list[Fernet] = []
+        index_keys: list[bytes] = []
+        for position, key in enumerate(keys, start=1):
+            try:
+                fernets.append(Fernet(key))
+                raw = base64.urlsafe_b64decode(key.encode("ascii"))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"security.data_keys[{position}] is not a Fernet key "
+                    "(32 url-safe base64-encoded bytes; make one with `carehub keys generate`)"
+                ) from exc
+            index_keys.append(_derive_index_key(raw))
+        if not fernets:
+            return cls()
+        return cls(tuple(keys), MultiFernet(fernets), fernets[0], tuple(index_keys))
+
+
+def _derive_index_key(raw_data_key: bytes) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=INDEX_KEY_INFO)
+    return hkdf.derive(raw_data_key)
+
+
+@dataclass
+class _State:
+    ring: KeyRing = field(default_factory=KeyRing)
+    configured: bool = False
+    warned: bool = False
+
+
+_state = _State()
+
+
+def configure_keys(keys: Sequence[str]) -> KeyRing:
+    """Set the process's key ring from ``settings.security.data_keys`` (newest first).
+
+    Called once at start-up (hub runtime, portal, CLI). Without keys, personal fields are stored
+    as ``v0:`` clear text and a loud warning is logged.
+    """
+    ring = KeyRing.from_keys(keys)
+    _state.ring = ring
+    _state.configured = True
+    _state.warned = not ring.encrypts
+    if not ring.encrypts:
+        logger.warning(NO_KEYS_WARNING)
+    return ring
+
+
+def key_ring() -> KeyRing:
+    """The key ring in use (an empty one until ``configure_keys`` is called)."""
+    return _state.ring
+
+
+def generate_key() -> str:
+    """A new random Fernet data key (url-safe base64 text)."""
+    return Fernet.generate_key().decode("ascii")
+
+
+def load_or_create_demo_keys(path: Path) -> list[str]:
+    """The demo's data keys from ``path`` (a JSON list), created with one new key on first run.
+
+    For demo mode only: a real installation keeps its keys in configuration or a secret store.
+    """
+    if path.exists():
+        keys = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise ValueError(f"{path} must hold a JSON list of Fernet keys")
+        KeyRing.from_keys(keys)  # validate
+        return list(keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = [generate_key()]
+    # Readable by the owner only; created exclusively so two starting demos never race.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(keys, handle)
+        handle.write("\n")
+    logger.info("created the demo's data key file %s", path)
+    return keys
+
+
+# ---- values --------------------------------------------------------------------------------------
+
+
+def encrypt_value(value: str, ring: KeyRing | None = None) -> str:
+    """The stored form of ``value``: ``v1:<token>`` with the ring's first key, else ``v0:value``."""
+    ring = ring or _state.ring
+    if ring.primary is None:
+        if not _state.configured and not _state.warned:
+            _state.warned = True
+            logger.warning(NO_KEYS_WARNING)
+        return PREFIX_CLEAR + value
+    return PREFIX_ENCRYPTED + ring.primary.encrypt(value.encode("utf-8")).decode("ascii")
+
+
+def decrypt_value(stored: str, field_name: str = "value", ring: KeyRing | None = None) -> str:
+    """The clear text of a stored value (``v1:``, ``v0:`` or a legacy value with no prefix)."""
+    if stored.startswith(PREFIX_ENCRYPTED):
+        ring = ring or _state.ring
+        if ring.fernet is None:
+            raise DecryptionError(field_name, "it is encrypted but no data keys are configured")
+        try:
+            return ring.fernet.decrypt(stored[len(PREFIX_ENCRYPTED) :].encode("ascii")).decode(
+                "utf-8"
+            )
+        except (InvalidToken, UnicodeError) as exc:
+            raise DecryptionError(
+                field_name,
+                "InvalidToken: not encrypted with any configured data key, or altered",
+            ) from exc
+    if stored.startswith(PREFIX_CLEAR):
+        return stored[len(PREFIX_CLEAR) :]
+    return stored
+
+
+def is_current(stored: str, ring: KeyRing) -> bool:
+    """Whether ``stored`` is already in the form the ring writes (encrypted with its first key)."""
+    if ring.primary is None:
+        return stored.startswith(PREFIX_CLEAR)
+    if not stored.startswith(PREFIX_ENCRYPTED):
+        return False
+    try:
+        ring.primary.decrypt(stored[len(PREFIX_ENCRYPTED) :].encode("ascii"))
+    except InvalidToken:
+        return False
+    return True
+
+
+class EncryptedString(TypeDecorator[str]):
+    """A personal text field, stored as ``v1:<Fernet token>`` (Text) and read back as clear text.
+
+    ``field_name`` ("table.column") names the column in decryption errors. SQL comparisons and
+    ordering on the column are refused: compare in Python, or use a blind index.
+    """
+
+    impl = Text
+    cache_ok = True
+
+    class Comparator(TypeDecorator.Comparator[str]):
+        _ALLOWED: Final = frozenset({operators.is_, operators.is_not})
+
+        def operate(self, op: Any, *other: Any, **kwargs: Any) -> Any:
+            if op in self._ALLOWED:
+                return super().operate(op, *other, **kwargs)
+            raise EncryptedColumnError(
+                f"{getattr(op, '__name__', op)} on an encrypted column ({self.expr}) compares "
+                "ciphertexts: compare in Python or use a blind index"
+            )
+
+        def reverse_operate(self, op: Any, other: Any, **kwargs: Any) -> Any:
+            if op in self._ALLOWED:
+                return super().reverse_operate(op, other, **kwargs)
+            raise EncryptedColumnError(f"{op} on an encrypted column ({self.expr})")
+
+    comparator_factory = Comparator
+
+    def __init__(self, field_name: str) -> None:
+        super().__init__()
+        self.field_name = field_name
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return encrypt_value(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return decrypt_value(value, self.field_name)
+
+    def copy(self, **kw: Any) -> EncryptedString:
+        return EncryptedString(self.field_name)
+
+
+# ---- phone blind index -----------------------------------------------------------------------
+
+
+def normalise_phone(number: str) -> str:
+    """E.164-ish canonical form: punctuation dropped, ``00`` → ``+``, 8 digits → ``+47`` prefix."""
+    compact = _PHONE_PUNCTUATION.sub("", number)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if re.fullmatch(r"\d{8}", compact):
+        compact = "+47" + compact
+    return compact
+
+
+def _hmac(key: bytes, number: str) -> str:
+    return hmac.new(key, normalise_phone(number).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def phone_index(number: str | None, ring: KeyRing | None = None) -> str | None:
+    """The blind index stored next to an encrypted phone: HMAC-SHA256 of the normalised number
+    with the key derived from the first data key (the public unkeyed key when there is none)."""
+    if number is None or not normalise_phone(number):
+        return None
+    ring = ring or _state.ring
+    return _hmac(ring.index_keys[0] if ring.index_keys else UNKEYED_INDEX_KEY, number)
+
+
+def phone_index_candidates(number: str, ring: KeyRing | None = None) -> tuple[str, ...]:
+    """Every index a stored ``number`` may have: one per configured data key (rows not yet
+    re-indexed after a rotation) and the unkeyed one (rows written before any key existed)."""
+    ring = ring or _state.ring
+    keys = (*ring.index_keys, UNKEYED_INDEX_KEY)
+    return tuple(dict.fromkeys(_hmac(key, number) for key in keys))
+
+
+def maintain_phone_index(
+    cls: type[Any], phone_attr: str = "phone", index_attr: str = "phone_index"
+) -> None:
+    """Keep ``cls.<index_attr>`` equal to the blind index of ``cls.<phone_attr>`` on every flush
+    (ORM inserts and updates; Core/bulk statements bypass it: ``carehub keys rotate`` repairs)."""
+
+    def _set_index(_mapper: Mapper[Any], _connection: Any, target: Any) -> None:
+        wanted = phone_index(getattr(target, phone_attr))
+        if getattr(target, index_attr) != wanted:
+            setattr(target, index_attr, wanted)
+
+    event.listen(cls, "before_insert", _set_index)
+    event.listen(cls, "before_update", _set_index)
+
+
+# ---- rotation --------------------------------------------------------------------------------
+
+
+@dataclass
+class TableRotation:
+    """What ``rotate`` did to one table."""
+
+    rows: int = 0
+    reencrypted: int = 0  # rows whose values were rewritten with the first key
+    reindexed: int = 0  # phone indexes rebuilt
+    changed_meanwhile: int = 0  # rows someone else updated between read and write (skipped)
+
+
+@dataclass
+class RotationReport:
+    tables: dict[str, TableRotation] = field(default_factory=dict)
+
+    @property
+    def reencrypted(self) -> int:
+        return sum(t.reencrypted for t in self.tables.values())
+
+    @property
+    def reindexed(self) -> int:
+        return sum(t.reindexed for t in self.tables.values())
+
+
+def encrypted_columns(metadata: MetaData) -> dict[Table, list[Column[Any]]]:
+    """The tables of ``metadata`` with ``EncryptedString`` columns, and those columns."""
+    found: dict[Table, list[Column[Any]]] = {}
+    for table in metadata.sorted_tables:
+        columns = [c for c in table.columns if isinstance(c.type, EncryptedString)]
+        if columns:
+            found[table] = columns
+    return found
+
+
+def count_rows(factory: sessionmaker[Session], tables: Iterable[Table]) -> dict[str, int]:
+    with factory() as session:
+        return {
+            t.name: int(session.scalar(select(func.count()).select_from(t)) or 0) for t in tables
+        }
+
+
+def rotate(
+    factory: sessionmaker[Session],
+    metadata: MetaData,
+    *,
+    batch_size: int = 500,
+    ring: KeyRing | None = None,
+    on_batch: Callable[[str, int], None] | None = None,
+) -> RotationReport:
+    """Rewrite every encrypted value not yet under the ring's first key, and rebuild every phone
+    index that differs, in batches of ``batch_size`` rows, one transaction per batch.
+
+    Idempotent; safe while the hub runs (a row changed between read and write is left as the
+    running hub wrote it, which is already under the current key). ``on_batch(table, rows)``
+    reports progress.
+    """
+    ring = ring or _state.ring
+    if not ring.encrypts:
+        raise ValueError("no data keys are configured: there is no key to rotate to")
+    report = RotationReport()
+    for table, columns in encrypted_columns(metadata).items():
+        counts = report.tables.setdefault(table.name, TableRotation())
+        last: Any = None
+        while True:
+            with factory() as session, session.begin():
+                done, last = _rotate_batch(session, table, columns, ring, last, batch_size, counts)
+            if on_batch is not None and done:
+                on_batch(table.name, done)
+            if done < batch_size:
+                break
+    return report
+
+
+def _rotate_batch(
+    session: Session,
+    table: Table,
+    columns: list[Column[Any]],
+    ring: KeyRing,
+    after: Any,
+    batch_size: int,
+    counts: TableRotation,
+) -> tuple[int, Any]:
+    (pk,) = table.primary_key.columns
+    index_column = table.c.get("phone_index")
+    phone_column = table.c.get("phone")
+    raw_columns = [type_coerce(c, Text).label(c.name) for c in columns]
+    query = select(pk, *raw_columns).order_by(pk).limit(batch_size)
+    if index_column is not None:
+        query = query.add_columns(index_column.label("phone_index"))
+    if after is not None:
+        query = query.where(pk > after)
+    rows = session.execute(query).mappings().all()
+    for row in rows:
+        counts.rows += 1
+        values: dict[str, Any] = {}
+        clear: dict[str, str | None] = {}
+        for column in columns:
+            stored = row[column.name]
+            field_name = f"{table.name}.{column.name}"
+            clear[column.name] = None if stored is None else decrypt_value(stored, field_name, ring)
+            value = clear[column.name]
+            if stored is not None and value is not None and not is_current(stored, ring):
+                # Bound as Text: encrypted here with ``ring``, not again by the column type.
+                values[column.name] = type_coerce(encrypt_value(value, ring), Text)
+        reencrypted = bool(values)
+        if index_column is not None and phone_column is not None:
+            wanted = phone_index(clear.get(phone_column.name), ring)
+            if row["phone_index"] != wanted:
+                values[index_column.name] = wanted
+        if not values:
+            continue
+        guard = [
+            type_coerce(c, Text).is_(None)
+            if row[c.name] is None
+            else type_coerce(c, Text) == row[c.name]
+            for c in columns
+        ]
+        result = session.execute(update(table).where(pk == row[pk.name], *guard).values(values))
+        if getattr(result, "rowcount", 1) == 0:
+            counts.changed_meanwhile += 1
+            continue
+        counts.reencrypted += int(reencrypted)
+        counts.reindexed += int(index_column is not None and index_column.name in values)
+    return len(rows), (rows[-1][pk.name] if rows else after)
+
+
+__all__ = [
+    "DecryptionError",
+    "EncryptedColumnError",
+    "EncryptedString",
+    "KeyRing",
+    "RotationReport",
+    "TableRotation",
+    "configure_keys",
+    "count_rows",
+    "decrypt_value",
+    "encrypt_value",
+    "encrypted_columns",
+    "generate_key",
+    "is_current",
+    "key_ring",
+    "load_or_create_demo_keys",
+    "maintain_phone_index",
+    "normalise_phone",
+    "phone_index",
+    "phone_index_candidates",
+    "rotate",
+]

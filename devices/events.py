@@ -29,6 +29,8 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_TOPIC = "unknown_topic"
     HOME_MISMATCH = "home_mismatch"  # device registered to another home than the topic says
     PROTOCOL_MISMATCH = "protocol_mismatch"  # registered native, spoke Zigbee2MQTT, or vice versa
+    BAD_SIGNATURE = "bad_signature"  # a device with an HMAC key sent no or a wrong "sig"
+    REPLAYED = "replayed"  # a signed event whose seq is not above the last accepted one
     INTERNAL_ERROR = "internal_error"  # the hub failed to process it (a bug): kept, never dropped
 
 
@@ -53,6 +55,14 @@ class Telemetry:
 
 
 @dataclass(frozen=True, slots=True)
+class Signature:
+    """A payload's ``sig`` field and the canonical bytes it must cover (devices/signing.py)."""
+
+    sig: str  # as sent; not necessarily valid base64
+    body: bytes | None  # None when the payload cannot be put in canonical form
+
+
+@dataclass(frozen=True, slots=True)
 class SensorEventMsg:
     """One thing that happened at a device (fall, door, motion, button)."""
 
@@ -72,6 +82,8 @@ class SensorEventMsg:
     action: Literal["press", "cancel"] | None = None
     # Zigbee2MQTT's last_seen, if the bridge is configured to send it (used for de-duplication)
     last_seen: str | None = None
+    # native payloads with a "sig" field; checked by ingest against the device's HMAC key
+    signature: Signature | None = None
 
     def data(self) -> dict[str, object]:
         """The kind-specific fields, for storage."""
@@ -95,6 +107,7 @@ class StatusMsg:
     online: bool | None
     telemetry: Telemetry = Telemetry()
     ts: datetime | None = None
+    signature: Signature | None = None
 
 
 DeviceMessage = SensorEventMsg | StatusMsg

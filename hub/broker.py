@@ -188,12 +188,20 @@ class MosquittoProcess:
         overrides: Mapping[str, str] | None = None,
         clock: Clock | None = None,
         startup_timeout: float = _STARTUP_TIMEOUT_S,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        extra_config: str = "",
     ) -> None:
         self._data_dir = data_dir.resolve()
         self._port = port
         self._bind = bind
         self._binary = binary
         self._overrides = dict(overrides or {})
+        # with a password file, anonymous clients are refused (hub.broker_auth writes both files)
+        self._password_file = password_file
+        self._acl_file = acl_file
+        # more listeners (e.g. TLS, docs/broker-tls.md), appended to the rendered config
+        self._extra_config = extra_config
         self._clock: Clock = clock or SystemClock()
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -254,10 +262,15 @@ class MosquittoProcess:
                 "Mosquitto is not installed: run `make services` (or `apt-get install mosquitto`)"
             )
         self._data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
-            render_config(self.port, self._data_dir, bind=self._bind, overrides=self._overrides),
-            encoding="utf-8",
+        config = render_config(
+            self.port,
+            self._data_dir,
+            bind=self._bind,
+            password_file=self._password_file,
+            acl_file=self._acl_file,
+            overrides=self._overrides,
         )
+        self.config_path.write_text(config + self._extra_config, encoding="utf-8")
         self._log = self.log_path.open("ab")
         try:
             self._process = subprocess.Popen(
@@ -295,6 +308,13 @@ class MosquittoProcess:
                 process.kill()
                 process.wait()
         self._forget_process()
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads password file and ACL (drops clients whose login is gone)."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            raise BrokerError("Mosquitto is not running: nothing to reload")
+        process.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """Crash the broker (SIGKILL): whatever arrived since the last autosave is lost."""

@@ -14,15 +14,29 @@ from devices.events import (
     Rejected,
     RejectReason,
     SensorEventMsg,
+    Signature,
     StatusMsg,
     Telemetry,
 )
+from devices.signing import SIG_FIELD, canonical_json
 
 EVENT_TYPES: tuple[str, ...] = tuple(kind.value for kind in EventKind)
 BUTTON_ACTIONS: tuple[str, ...] = ("press", "cancel")
 BATTERY_RANGE = (0, 100)
 # Signal strength: dBm (negative) from native devices, link quality 0..255 from Zigbee2MQTT.
 RSSI_RANGE = (-255, 255)
+
+
+def _signature(obj: JsonObject) -> Signature | None:
+    """The payload's ``sig`` and what it must cover; None when the payload is not signed."""
+    if SIG_FIELD not in obj:
+        return None
+    sig = obj[SIG_FIELD]
+    try:
+        body: bytes | None = canonical_json(obj)
+    except (UnicodeEncodeError, ValueError):
+        body = None  # e.g. a lone surrogate: no canonical form, so no valid signature
+    return Signature(sig if isinstance(sig, str) else "", body)
 
 
 def _telemetry(fields: Fields) -> Telemetry:
@@ -65,6 +79,7 @@ def event_from_object(device: DeviceRef, obj: JsonObject) -> SensorEventMsg | Re
         open=open_,
         motion=motion,
         action="press" if action == "press" else "cancel" if action == "cancel" else None,
+        signature=_signature(obj),
     )
 
 
@@ -76,7 +91,9 @@ def status_from_object(device: DeviceRef, obj: JsonObject) -> StatusMsg | Reject
     ts = fields.time("ts")
     if fields.errors or online is None:
         return Rejected(RejectReason.SCHEMA, fields.reason(), device)
-    return StatusMsg(device=device, online=online, telemetry=telemetry, ts=ts)
+    return StatusMsg(
+        device=device, online=online, telemetry=telemetry, ts=ts, signature=_signature(obj)
+    )
 
 
 def decode_event(device: DeviceRef, payload: bytes) -> Decoded | Rejected:

@@ -2,6 +2,12 @@
 
 ``plan_batch`` is pure (decoded messages + registered devices -> rows to write);
 ``IngestProcessor`` runs decode -> plan -> write -> commit and isolates a poison message.
+
+A device with an HMAC key must sign its events (``sig``) and raise ``seq`` with every one.
+Order of the checks for such a device: signature, then de-duplication, then replay. A message
+that is already stored (a QoS 1 redelivery after a crash, or an exact replay while the original
+is kept) is a duplicate, absorbed as for any device; only a signed event with a seq not above
+the last accepted one that is *not* stored is refused as ``replayed`` (docs/installer.md).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from devices import signing
 from devices.codecs import decode
 from devices.events import (
     Decoded,
@@ -123,6 +130,46 @@ def _reject_row(
     }
 
 
+def _signature_problem(device: KnownDevice, item: SensorEventMsg | StatusMsg) -> str | None:
+    """Why a message of a device with an HMAC key fails its signature (None: it passes).
+
+    Events must be signed; a status (also the last will, which cannot carry a fresh seq) is
+    checked when it carries a ``sig``.
+    """
+    assert device.hmac_key is not None
+    sig = item.signature
+    if sig is None:
+        if isinstance(item, StatusMsg):
+            return None
+        return f'device {device.id} signs its payloads, but this event has no "sig"'
+    if sig.body is None or not signing.verify(device.hmac_key, sig.body, sig.sig):
+        return f'the "sig" of this message does not match device {device.id}\'s key'
+    return None
+
+
+def replay_candidates(
+    results: Sequence[DecodeResult], by_id: dict[str, KnownDevice]
+) -> set[tuple[str, str]]:
+    """(device, dedup key) of signed devices' events whose seq is not above the last accepted.
+
+    Whether each is stored already decides duplicate or replay (``store.stored_event_keys``).
+    """
+    out: set[tuple[str, str]] = set()
+    for result in results:
+        if not isinstance(result, Decoded):
+            continue
+        for item in result.messages:
+            if not isinstance(item, SensorEventMsg) or item.device.protocol != "native":
+                continue
+            device = by_id.get(item.device.identifier)
+            if device is None or device.hmac_key is None or device.last_seq is None:
+                continue
+            key = dedup_key(item)
+            if item.seq is not None and key is not None and item.seq <= device.last_seq:
+                out.add((device.id, key))
+    return out
+
+
 def _resolve(
     ref: DeviceRef, by_id: dict[str, KnownDevice], by_name: dict[str, KnownDevice]
 ) -> KnownDevice | None:
@@ -138,10 +185,16 @@ def plan_batch(
     by_name: dict[str, KnownDevice],
     *,
     excerpt_bytes: int = 512,
+    stored_keys: frozenset[tuple[str, str]] = frozenset(),
 ) -> BatchPlan:
-    """Decide the rows a batch writes. Pure: no database, no clock."""
+    """Decide the rows a batch writes. Pure: no database, no clock.
+
+    ``stored_keys``: the (device, dedup key) pairs of ``replay_candidates`` already stored.
+    """
     plan = BatchPlan()
     seen_keys: set[tuple[str, str]] = set()
+    # the last accepted seq of signed devices, moved on by this batch's accepted events
+    signed_seq: dict[str, int | None] = {}
     online_now: dict[str, bool | None] = {
         d.id: d.online for d in (*by_id.values(), *by_name.values())
     }
@@ -194,6 +247,32 @@ def plan_batch(
                     )
                 )
                 continue
+            if device.hmac_key is not None:
+                problem = _signature_problem(device, item)
+                if problem is not None:
+                    plan.rejected.append(
+                        _reject_row(msg, RejectReason.BAD_SIGNATURE, problem, excerpt_bytes)
+                    )
+                    continue
+                if isinstance(item, SensorEventMsg) and item.seq is not None:
+                    last = signed_seq.get(device.id, device.last_seq)
+                    if last is not None and item.seq <= last:
+                        key = dedup_key(item)
+                        pair = (device.id, key or "")
+                        if pair in seen_keys or pair in stored_keys:
+                            plan.duplicates_in_batch += 1
+                            continue
+                        plan.rejected.append(
+                            _reject_row(
+                                msg,
+                                RejectReason.REPLAYED,
+                                f"seq {item.seq} of device {device.id} is not above its last "
+                                f"accepted seq {last}, and no such event is stored: a replay",
+                                excerpt_bytes,
+                            )
+                        )
+                        continue
+                    signed_seq[device.id] = item.seq
             changes = plan.device_changes.setdefault(device.id, {})
             tel = item.telemetry
             if tel.battery is not None:
@@ -353,6 +432,7 @@ class IngestProcessor:
                 by_id,
                 by_name,
                 excerpt_bytes=self._settings.ingest.rejected_excerpt_bytes,
+                stored_keys=store.stored_event_keys(session, replay_candidates(results, by_id)),
             )
             stored = store.insert_events(session, plan.events)
             store.update_devices(session, plan.device_changes)

@@ -11,7 +11,15 @@ from sqlalchemy import Table, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from hub.storage.models import Device, DeviceType, DiscoveredDevice, Protocol, RejectedMessage
+from devices.signing import decode_key
+from hub.storage.models import (
+    Device,
+    DeviceCredential,
+    DeviceType,
+    DiscoveredDevice,
+    Protocol,
+    RejectedMessage,
+)
 from hub.storage.models import SensorEvent as SensorEventRow
 
 
@@ -26,6 +34,10 @@ class KnownDevice:
     z2m_friendly_name: str | None
     online: bool | None
     test_mode_until: datetime | None
+    # the last accepted seq; a signed device's next event must carry a greater one
+    last_seq: int | None = None
+    # the HMAC key of a device that signs its payloads (devices/signing.py); None = unsigned
+    hmac_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +61,36 @@ def _insert(session: Session, table: Any) -> postgresql.Insert | sqlite.Insert:
 
 
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_CREDENTIALS: Table = DeviceCredential.__table__  # type: ignore[assignment]
 _EVENTS: Table = SensorEventRow.__table__  # type: ignore[assignment]
 _DEVICE_COLUMNS = ("battery", "tamper", "rssi", "online", "last_seen_at", "last_seq")
 
 # Statements built once: constructing SQLAlchemy expressions per batch costs more than running them.
-_LOAD_DEVICES = select(
-    _DEVICES.c.id,
-    _DEVICES.c.home_id,
-    _DEVICES.c.type,
-    _DEVICES.c.protocol,
-    _DEVICES.c.z2m_friendly_name,
-    _DEVICES.c.online,
-    _DEVICES.c.test_mode_until,
-).where(
-    or_(
-        _DEVICES.c.id.in_(bindparam("ids", expanding=True)),
-        _DEVICES.c.z2m_friendly_name.in_(bindparam("names", expanding=True)),
-    ),
-    _DEVICES.c.retired_at.is_(None),
+_LOAD_DEVICES = (
+    select(
+        _DEVICES.c.id,
+        _DEVICES.c.home_id,
+        _DEVICES.c.type,
+        _DEVICES.c.protocol,
+        _DEVICES.c.z2m_friendly_name,
+        _DEVICES.c.online,
+        _DEVICES.c.test_mode_until,
+        _DEVICES.c.last_seq,
+        _CREDENTIALS.c.hmac_key,
+    )
+    .select_from(
+        _DEVICES.outerjoin(
+            _CREDENTIALS,
+            (_CREDENTIALS.c.device_id == _DEVICES.c.id) & _CREDENTIALS.c.revoked_at.is_(None),
+        )
+    )
+    .where(
+        or_(
+            _DEVICES.c.id.in_(bindparam("ids", expanding=True)),
+            _DEVICES.c.z2m_friendly_name.in_(bindparam("names", expanding=True)),
+        ),
+        _DEVICES.c.retired_at.is_(None),
+    )
 )
 _UPDATE_DEVICES = (
     update(_DEVICES)
@@ -105,12 +129,28 @@ def load_devices(
     query = _LOAD_DEVICES
     params = {"ids": sorted(native_ids), "names": sorted(z2m_names)}
     for row in session.connection().execute(query, params):
-        known = KnownDevice(*row)
+        key_text = row[-1]
+        known = KnownDevice(*row[:-1], hmac_key=decode_key(key_text) if key_text else None)
         if known.id in native_ids:
             by_id[known.id] = known
         if known.z2m_friendly_name is not None and known.z2m_friendly_name in z2m_names:
             by_name[known.z2m_friendly_name] = known
     return by_id, by_name
+
+
+def stored_event_keys(
+    session: Session, candidates: Iterable[tuple[str, str]]
+) -> frozenset[tuple[str, str]]:
+    """Which of the (device id, dedup key) pairs are stored already (replay vs. redelivery)."""
+    wanted = set(candidates)
+    if not wanted:
+        return frozenset()
+    query = select(_EVENTS.c.device_id, _EVENTS.c.dedup_key).where(
+        _EVENTS.c.device_id.in_(sorted({d for d, _ in wanted})),
+        _EVENTS.c.dedup_key.in_(sorted({k for _, k in wanted})),
+    )
+    found = {(device_id, key) for device_id, key in session.connection().execute(query)}
+    return frozenset(found & wanted)
 
 
 def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[StoredEvent]:

@@ -9,10 +9,12 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from care_portal.const import STATIC_DIR
@@ -22,14 +24,23 @@ from care_portal.routers import (
     api_auth,
     api_devices,
     api_residents,
+    audit,
+    board,
+    events,
     health,
     overview,
+    relative,
+    reports,
+    residents,
+    roster,
     twilio_hooks,
+    web_auth,
 )
 from care_portal.templating import make_templates, render
 from care_portal.web_session import LoginRequired, csrf_token
 from hub.clock import Clock, SystemClock
 from hub.config import Settings
+from hub.storage.crypto import configure_keys
 from hub.storage.db import make_engine, make_sessionmaker
 
 logger = logging.getLogger(__name__)
@@ -51,6 +62,7 @@ def create_app(
     publishes the home's feedback topic from it); ``on_outbox()`` after a commit that may have
     queued outgoing messages (an SMS reply took an alarm), so the sender need not wait for its tick.
     """
+    configure_keys(settings.security.data_keys)
     owned_engine: Engine | None = None
     if session_factory is None:
         owned_engine = make_engine(settings.database.url, echo=settings.database.echo)
@@ -76,16 +88,52 @@ def create_app(
     app.middleware("http")(remember_language_choice)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(StarletteHTTPException, _http_error_page)
     app.state.templates.env.globals["csrf_token"] = csrf_token
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(overview.router)
+    app.include_router(web_auth.router)
     app.include_router(api_auth.router)
     app.include_router(api_alarms.router)
     app.include_router(api_residents.router)
     app.include_router(api_devices.router)
     app.include_router(twilio_hooks.router)
+    app.include_router(board.router)
+    app.include_router(events.router)
+    app.include_router(relative.router)
+    app.include_router(residents.router)
+    app.include_router(roster.router)
+    app.include_router(reports.router)
+    app.include_router(audit.router)
+    relative.warn_if_unconfigured(settings)
     return app
+
+
+_PAGE_ERRORS = {
+    status.HTTP_403_FORBIDDEN: ("error.forbidden_title", "error.forbidden"),
+    status.HTTP_404_NOT_FOUND: ("error.not_found_title", "error.not_found"),
+}
+
+
+async def _http_error_page(request: Request, exc: Exception) -> Response:
+    """403 and 404 on pages: a translated page with the navigation; the API keeps its JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    keys = _PAGE_ERRORS.get(exc.status_code)
+    wants_html = "text/html" in request.headers.get("accept", "")
+    if keys is None or request.url.path.startswith("/api/") or not wants_html:
+        return await http_exception_handler(request, exc)
+    settings: Settings = request.app.state.settings
+    language = request_language(request, settings.portal.default_language)
+    t = Translator(language, request.app.state.catalogues[language])
+    return render(
+        request.app.state.templates,
+        request,
+        "error.html",
+        t,
+        {"title": t(keys[0]), "message": t(keys[1])},
+        status_code=exc.status_code,
+    )
 
 
 async def _login_required(request: Request, exc: Exception) -> Response:

@@ -39,7 +39,11 @@ def _decoy_hash() -> str:
 
 def authenticate(session: Session, username: str, password: str) -> StaffUser | None:
     """The active user with this username and password; ``None`` for any kind of failure."""
-    user = session.scalars(select(StaffUser).where(StaffUser.username == username)).one_or_none()
+    user = None
+    if "\x00" not in username:  # no username has one, and PostgreSQL refuses to compare it
+        user = session.scalars(
+            select(StaffUser).where(StaffUser.username == username)
+        ).one_or_none()
     if user is None:
         verify_password(_decoy_hash(), password)
         return None

@@ -33,6 +33,12 @@ API_TOKEN_BYTES: Final = 32
 API_PAGE_DEFAULT: Final = 100
 API_PAGE_MAX: Final = 500
 API_NOTE_MAX_CHARS: Final = 1000
+# The largest values the database columns hold (PostgreSQL INTEGER / BIGINT; SQLite's INTEGER is
+# 64-bit): ids and offsets beyond them are refused with 422 instead of failing in the driver.
+DB_INT_MAX: Final = 2**31 - 1
+DB_BIGINT_MAX: Final = 2**63 - 1
+# Text query parameters refuse NUL characters (422): PostgreSQL text cannot hold them.
+NO_NUL_PATTERN: Final = r"^[^\x00]*$"
 
 # Open alarms shown at the top of the overview (all active ones, up to this many).
 OVERVIEW_ALARMS_LIMIT: Final = 200

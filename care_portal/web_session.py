@@ -131,8 +131,12 @@ def require_roles(*roles: StaffRole) -> Callable[[StaffUser], StaffUser]:
     return check
 
 
-async def verify_csrf(request: Request, web: WebSessionDep) -> None:
-    """State-changing requests carry the session's CSRF token (form field or header)."""
+async def check_csrf(request: Request, web: WebSession) -> None:
+    """403 unless a state-changing request carries ``web``'s CSRF token (form field or header).
+
+    ``verify_csrf`` uses it for signed-in pages; the sign-in routes use it for sessions that
+    still wait for their second factor.
+    """
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
     sent = request.headers.get(CSRF_HEADER)
@@ -140,8 +144,13 @@ async def verify_csrf(request: Request, web: WebSessionDep) -> None:
         form = await request.form()
         value = form.get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not sent or not secrets.compare_digest(sent, web.csrf_token):
+    if not sent or not secrets.compare_digest(sent.encode(), web.csrf_token.encode()):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong CSRF token")
+
+
+async def verify_csrf(request: Request, web: WebSessionDep) -> None:
+    """State-changing requests carry the session's CSRF token (form field or header)."""
+    await check_csrf(request, web)
 
 
 CsrfDep = Annotated[None, Depends(verify_csrf)]
@@ -212,6 +221,7 @@ __all__ = [
     "WebUserDep",
     "audit",
     "audit_many",
+    "check_csrf",
     "clear_session_cookie",
     "create_session",
     "csrf_token",

@@ -14,10 +14,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from hub.cli_devices import broker_app, device_admin_app
+from hub.cli_security import keys_app, retention_app
 from hub.clock import SystemClock
 from hub.config import Settings, load_settings
 from hub.passwords import hash_password
 from hub.storage import migrate
+from hub.storage.crypto import configure_keys
 from hub.storage.db import make_engine, make_sessionmaker, transaction
 from hub.storage.models import Device, DiscoveredDevice, StaffRole, StaffUser
 
@@ -32,6 +35,10 @@ device_app = typer.Typer(help="Installer's device commands.", no_args_is_help=Tr
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 app.add_typer(device_app, name="device")
+device_app.add_typer(device_admin_app)
+app.add_typer(broker_app, name="broker")
+app.add_typer(keys_app, name="keys")
+app.add_typer(retention_app, name="retention")
 
 console = Console()
 err = Console(stderr=True)
@@ -43,10 +50,12 @@ class _State:
 
 def _settings() -> Settings:
     try:
-        return load_settings(_State.config)
+        settings = load_settings(_State.config)
     except Exception as exc:
         err.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    configure_keys(settings.security.data_keys)  # personal fields are written encrypted
+    return settings
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from hub.config import Settings
 from hub.runtime import HubRuntime
 from hub.seed import DEMO_ACCOUNTS, DEMO_PASSWORD, DemoDevice, DemoHome, seed_demo
 from hub.storage import migrate
+from hub.storage.crypto import load_or_create_demo_keys
 from hub.storage.db import transaction
 from hub.storage.models import Protocol
 from simulators.homes import HomeFleet
@@ -73,10 +75,32 @@ def _start_sms_gateway(settings: Settings, console: Console) -> uvicorn.Server |
     return server
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """Demo mode: no TOTP, cookies over plain http on 127.0.0.1, keys kept under var/."""
+    security = settings.security.model_copy(
+        update={
+            "require_totp": False,
+            "secure_cookies": False,
+            "data_keys": settings.security.data_keys
+            or load_or_create_demo_keys(VAR / "data-keys.json"),
+            "link_secret": settings.security.link_secret or _demo_link_secret(),
+        }
+    )
+    return settings.model_copy(update={"demo_mode": True, "security": security})
+
+
+def _demo_link_secret() -> str:
+    path = VAR / "link-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def run_demo(settings: Settings, *, simulate: bool, allow_install: bool, console: Console) -> None:
     """Run everything until Ctrl-C, then stop it all cleanly."""
-    settings = settings.model_copy(update={"demo_mode": True})
     VAR.mkdir(exist_ok=True)
+    settings = demo_settings(settings)
     try:
         broker = ensure_broker(
             settings.mqtt.host,

@@ -18,8 +18,10 @@ from hub.feedback import FeedbackPublisher
 from hub.ingest.pipeline import IngestProcessor, IngestSink
 from hub.ingest.service import IngestService
 from hub.notify.sender import Provider, Sender, TwilioProvider
+from hub.retention import delete_old_events
 from hub.rules.service import RulesService
 from hub.rules.timers import SchedulerTimer, TimerDriver
+from hub.storage.crypto import configure_keys
 from hub.storage.db import make_engine, make_sessionmaker
 from hub.storage.models import Alarm
 
@@ -41,9 +43,13 @@ class HubRuntime:
         escalation_timer: TimerDriver | None = None,
         provider: Provider | None = None,
         background_sender: bool = True,
+        retention: bool = True,
     ) -> None:
         self.settings = settings
+        configure_keys(settings.security.data_keys)
         self.clock = clock or SystemClock()
+        self.retention = retention
+        self._stopping = threading.Event()
         self.engine = engine or make_engine(settings.database.url, echo=settings.database.echo)
         self.session_factory: sessionmaker[Session] = make_sessionmaker(self.engine)
         self.rules: RulesService | None = None
@@ -81,6 +87,8 @@ class HubRuntime:
     def start(self) -> None:
         with self.session_factory() as session, session.begin():
             ensure_default_policies(session, self.clock.now())
+        if self.retention:
+            threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
         if self.background_sender:
             self.sender.start_background()
         self.escalation.start()
@@ -88,7 +96,30 @@ class HubRuntime:
         if self.rules is not None:
             self.rules.start()
 
+    def _retention_loop(self) -> None:
+        """Once at start and then daily: delete raw sensor events past the retention period."""
+        while not self._stopping.is_set():
+            try:
+                total = 0
+                while True:
+                    with self.session_factory() as session, session.begin():
+                        deleted = delete_old_events(
+                            session,
+                            now=self.clock.now(),
+                            days=self.settings.security.event_retention_days,
+                            limit=1000,
+                        )
+                    total += deleted
+                    if deleted < 1000:
+                        break
+                if total:
+                    logger.info("retention: deleted %d sensor events", total)
+            except Exception:
+                logger.exception("retention run failed; trying again tomorrow")
+            self._stopping.wait(24 * 3600)
+
     def stop(self) -> None:
+        self._stopping.set()
         if self.rules is not None:
             self.rules.stop()
         self.ingest.stop()

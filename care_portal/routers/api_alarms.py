@@ -6,11 +6,18 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
-from care_portal.const import API_PAGE_DEFAULT, API_PAGE_MAX, API_PREFIX
+from care_portal.const import (
+    API_PAGE_DEFAULT,
+    API_PAGE_MAX,
+    API_PREFIX,
+    DB_BIGINT_MAX,
+    DB_INT_MAX,
+    NO_NUL_PATTERN,
+)
 from care_portal.deps import AlarmChangedHookDep, CareStaffUser, ClockDep, SessionDep
 from care_portal.schemas.alarms import (
     AlarmDetailPublic,
@@ -30,10 +37,16 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix=f"{API_PREFIX}/alarms", tags=["alarms"])
 
+AlarmId = Annotated[int, Path(ge=1, le=DB_BIGINT_MAX)]
+
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"model": ErrorPublic, "description": "No such alarm"}
 }
 _MOVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status.HTTP_400_BAD_REQUEST: {
+        "model": ErrorPublic,
+        "description": "The body is not well-formed JSON",
+    },
     **_NOT_FOUND,
     status.HTTP_409_CONFLICT: {
         "model": ErrorPublic,
@@ -54,12 +67,14 @@ def list_alarms(
     alarm_status: Annotated[
         list[AlarmStatus] | None, Query(alias="status", description="repeat for several")
     ] = None,
-    resident_id: int | None = None,
-    alarm_type: Annotated[str | None, Query(alias="type", max_length=32)] = None,
+    resident_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
+    alarm_type: Annotated[
+        str | None, Query(alias="type", max_length=32, pattern=NO_NUL_PATTERN)
+    ] = None,
     since: Annotated[AwareDatetime | None, Query(description="opened at or after")] = None,
     until: Annotated[AwareDatetime | None, Query(description="opened before")] = None,
     limit: Annotated[int, Query(ge=1, le=API_PAGE_MAX)] = API_PAGE_DEFAULT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_BIGINT_MAX)] = 0,
 ) -> AlarmsPublic:
     """Alarms matching every filter, newest first, with the total count of matches."""
     statuses = [s.value for s in alarm_status] if alarm_status else None
@@ -86,7 +101,7 @@ def list_alarms(
 
 
 @router.get("/{alarm_id}", response_model=AlarmDetailPublic, responses=_NOT_FOUND)
-def get_alarm(alarm_id: int, session: SessionDep, user: CareStaffUser) -> AlarmDetailPublic:
+def get_alarm(alarm_id: AlarmId, session: SessionDep, user: CareStaffUser) -> AlarmDetailPublic:
     """One alarm with its whole timeline, oldest entry first."""
     try:
         alarm = service.get_alarm(session, alarm_id)
@@ -98,7 +113,7 @@ def get_alarm(alarm_id: int, session: SessionDep, user: CareStaffUser) -> AlarmD
 
 @router.post("/{alarm_id}/acknowledge", response_model=AlarmDetailPublic, responses=_MOVE_RESPONSES)
 def acknowledge_alarm(
-    alarm_id: int,
+    alarm_id: AlarmId,
     session: SessionDep,
     clock: ClockDep,
     user: CareStaffUser,
@@ -112,7 +127,7 @@ def acknowledge_alarm(
 
 @router.post("/{alarm_id}/on-site", response_model=AlarmDetailPublic, responses=_MOVE_RESPONSES)
 def register_on_site(
-    alarm_id: int,
+    alarm_id: AlarmId,
     session: SessionDep,
     clock: ClockDep,
     user: CareStaffUser,
@@ -126,7 +141,7 @@ def register_on_site(
 
 @router.post("/{alarm_id}/resolve", response_model=AlarmDetailPublic, responses=_MOVE_RESPONSES)
 def resolve_alarm(
-    alarm_id: int,
+    alarm_id: AlarmId,
     body: ResolveRequest,
     session: SessionDep,
     clock: ClockDep,

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
-from care_portal.const import API_PAGE_DEFAULT, API_PAGE_MAX, API_PREFIX
+from care_portal.const import (
+    API_PAGE_DEFAULT,
+    API_PAGE_MAX,
+    API_PREFIX,
+    DB_BIGINT_MAX,
+    NO_NUL_PATTERN,
+)
 from care_portal.deps import ClockDep, CurrentUser, SessionDep
 from care_portal.schemas.devices import DevicePublic, DevicesPublic
 from hub.storage.models import Device
@@ -21,10 +27,10 @@ def list_devices(
     session: SessionDep,
     clock: ClockDep,
     _user: CurrentUser,
-    home_id: str | None = None,
+    home_id: Annotated[str | None, Query(pattern=NO_NUL_PATTERN)] = None,
     include_retired: bool = False,
     limit: Annotated[int, Query(ge=1, le=API_PAGE_MAX)] = API_PAGE_DEFAULT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_BIGINT_MAX)] = 0,
 ) -> DevicesPublic:
     """Devices by home and id, optionally of one home; retired ones only when asked for."""
     conditions = []

@@ -5,10 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from sqlalchemy import func, select
 
-from care_portal.const import API_PAGE_DEFAULT, API_PAGE_MAX, API_PREFIX
+from care_portal.const import (
+    API_PAGE_DEFAULT,
+    API_PAGE_MAX,
+    API_PREFIX,
+    DB_BIGINT_MAX,
+    DB_INT_MAX,
+    NO_NUL_PATTERN,
+)
 from care_portal.deps import CareStaffUser, SessionDep
 from care_portal.schemas.auth import ErrorPublic
 from care_portal.schemas.residents import ResidentPublic, ResidentsPublic
@@ -23,10 +30,10 @@ router = APIRouter(prefix=f"{API_PREFIX}/residents", tags=["residents"])
 def list_residents(
     session: SessionDep,
     user: CareStaffUser,
-    home_id: str | None = None,
-    zone_id: int | None = None,
+    home_id: Annotated[str | None, Query(pattern=NO_NUL_PATTERN)] = None,
+    zone_id: Annotated[int | None, Query(ge=1, le=DB_INT_MAX)] = None,
     limit: Annotated[int, Query(ge=1, le=API_PAGE_MAX)] = API_PAGE_DEFAULT,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=DB_BIGINT_MAX)] = 0,
 ) -> ResidentsPublic:
     """Residents, by id, optionally of one home or one zone."""
     conditions = []
@@ -47,7 +54,11 @@ def list_residents(
     response_model=ResidentPublic,
     responses={status.HTTP_404_NOT_FOUND: {"model": ErrorPublic}},
 )
-def get_resident(resident_id: int, session: SessionDep, user: CareStaffUser) -> ResidentPublic:
+def get_resident(
+    resident_id: Annotated[int, Path(ge=1, le=DB_INT_MAX)],
+    session: SessionDep,
+    user: CareStaffUser,
+) -> ResidentPublic:
     """One resident."""
     resident = session.get(Resident, resident_id)
     if resident is None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -17,6 +17,7 @@ from hub.alarms import service as alarms
 from hub.alarms.lifecycle import UNTAKEN_STATUSES, TransitionError
 from hub.escalation import engine
 from hub.notify.texts import VOICE_LANGUAGES, language_of, render, type_label
+from hub.storage.crypto import phone_index_candidates
 from hub.storage.models import (
     Alarm,
     AlarmStatus,
@@ -321,17 +322,14 @@ def phone_variants(number: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(variants))
 
 
-def _compact(column: Any) -> ColumnElement[str]:
-    compact: ColumnElement[str] = func.replace(func.replace(column, " ", ""), "-", "")
-    return compact
-
-
 def find_person(session: Session, number: str) -> _Person | None:
-    """An active staff user with this phone, else the relative(s) with it, else ``None``."""
-    variants = phone_variants(number)
+    """An active staff user with this phone, else the relative(s) with it, else ``None``.
+
+    Phones are encrypted: the lookup goes by their blind index (``hub.storage.crypto``)."""
+    indexes = phone_index_candidates(number)
     staff = session.scalars(
         select(StaffUser)
-        .where(StaffUser.active.is_(True), _compact(StaffUser.phone).in_(variants))
+        .where(StaffUser.active.is_(True), StaffUser.phone_index.in_(indexes))
         .order_by(StaffUser.id)
     ).all()
     if staff:
@@ -346,7 +344,7 @@ def find_person(session: Session, number: str) -> _Person | None:
     relatives = list(
         session.scalars(
             select(Relative)
-            .where(_compact(Relative.phone).in_(variants))
+            .where(Relative.phone_index.in_(indexes))
             .order_by(Relative.priority, Relative.id)
         )
     )

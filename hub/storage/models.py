@@ -24,6 +24,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from hub.storage.crypto import EncryptedString, maintain_phone_index
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -127,7 +129,7 @@ class Home(Base):
     __tablename__ = "homes"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"), index=True)
-    address: Mapped[str | None] = mapped_column(String(200))
+    address: Mapped[str | None] = mapped_column(EncryptedString("homes.address"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     rooms: Mapped[list[Room]] = relationship(back_populates="home", order_by="Room.id")
@@ -155,8 +157,10 @@ class Resident(Base):
     home_id: Mapped[str] = mapped_column(ForeignKey("homes.id"), index=True)
     zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id"), index=True)
     # Short label safe for an SMS to staff (e.g. "Kari N., Storgata"); never health details.
-    label: Mapped[str] = mapped_column(String(100))
-    full_name: Mapped[str] = mapped_column(String(200))
+    # Encrypted too (a first name, an initial and a street identify a person): never filter or
+    # order by it in SQL (docs/privacy.md).
+    label: Mapped[str] = mapped_column(EncryptedString("residents.label"))
+    full_name: Mapped[str] = mapped_column(EncryptedString("residents.full_name"))
     absence_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Per-resident overrides of the rule defaults (hub.rules.config.RuleConfig); NULL = defaults.
     rule_config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -176,8 +180,10 @@ class Relative(Base):
     __tablename__ = "relatives"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    phone: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(EncryptedString("relatives.name"))
+    phone: Mapped[str] = mapped_column(EncryptedString("relatives.phone"))
+    # HMAC of the normalised phone (hub.storage.crypto.phone_index): the SMS reply lookup.
+    phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
     priority: Mapped[int] = mapped_column(Integer, default=1)
     role: Mapped[RelativeRole] = mapped_column(_enum(RelativeRole, "relative_role"))
     # Alarm types this relative wants to hear about; NULL = all.
@@ -202,7 +208,8 @@ class StaffUser(Base):
     display_name: Mapped[str] = mapped_column(String(200))
     role: Mapped[StaffRole] = mapped_column(_enum(StaffRole, "staff_role"))
     password_hash: Mapped[str] = mapped_column(String(255))
-    phone: Mapped[str | None] = mapped_column(String(32))
+    phone: Mapped[str | None] = mapped_column(EncryptedString("staff_users.phone"))
+    phone_index: Mapped[str | None] = mapped_column(String(64), index=True)
     zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id"))
     language: Mapped[str] = mapped_column(String(8), default="nb", server_default="nb")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -488,6 +495,68 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+# Encrypted phones are found by their blind index, kept up to date on every ORM flush.
+maintain_phone_index(Relative)
+maintain_phone_index(StaffUser)
+
+
+class DeviceCredential(Base):
+    """A native device's MQTT login (Mosquitto's own ``$7$`` hash) and optional HMAC key."""
+
+    __tablename__ = "device_credentials"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    mqtt_username: Mapped[str] = mapped_column(String(128), unique=True)
+    # PBKDF2-SHA512 as mosquitto_passwd writes it (hub.broker_auth.mosquitto_hash)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # base64 of the device's HMAC-SHA256 key for signed payloads; NULL = unsigned device
+    hmac_key: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class BrokerAccount(Base):
+    """A broker login that is not a device: a Zigbee2MQTT bridge (hub.broker_auth)."""
+
+    __tablename__ = "broker_accounts"
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # zigbee2mqtt_bridge
+    kind: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DeviceHistoryEntry(Base):
+    """One installer operation on a device. Append-only: a trigger refuses UPDATE and DELETE."""
+
+    __tablename__ = "device_history"
+    __table_args__ = (Index("ix_device_history_device_at", "device_id", "at"),)
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64))
+    home_id: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(128))
+    # registered, paired, moved, replaced, retired, test_mode, walk_test, credentials
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class WalkTest(Base):
+    """An installer's walk test of a home: devices in test mode, checklists ticked by events."""
+
+    __tablename__ = "walk_tests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    home_id: Mapped[str] = mapped_column(ForeignKey("homes.id"), index=True)
+    started_by: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the home's devices are in test mode until then
+    test_mode_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_by: Mapped[str | None] = mapped_column(String(128))
+    # per device: type, room, items ticked (with times), complete (set when finished)
+    results: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 # Kept for the migration tests: tables that the schema has but the ORM does not map.
 UNMAPPED_TABLES = frozenset({"apscheduler_jobs"})
 __all__ = [
@@ -495,10 +564,13 @@ __all__ = [
     "AlarmEscalation",
     "AlarmStatus",
     "AlarmTimelineEntry",
-    "AuditEntry",
     "ApiToken",
+    "AuditEntry",
     "Base",
+    "BrokerAccount",
     "Device",
+    "DeviceCredential",
+    "DeviceHistoryEntry",
     "DeviceType",
     "DiscoveredDevice",
     "EscalationPolicy",
@@ -517,6 +589,7 @@ __all__ = [
     "ShiftPattern",
     "StaffRole",
     "StaffUser",
+    "WalkTest",
     "WebSession",
     "Zone",
 ]

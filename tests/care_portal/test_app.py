@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from care_portal.app import create_app
 from care_portal.const import LANG_COOKIE
+from care_portal.web_session import SESSION_COOKIE, create_session
 from hub.clock import FakeClock
 from hub.config import DatabaseSettings, PortalSettings, Settings
 from hub.storage.db import make_engine, make_sessionmaker
-from hub.storage.models import Base
+from hub.storage.models import Base, StaffRole, StaffUser
+from tests.care_portal.conftest import SignIn, staff_user
 from tests.care_portal.seed import (
     BUTTON,
     DOOR_CONTACT,
@@ -53,10 +55,12 @@ def seeded(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
 
 @pytest.fixture
 def client(
-    settings: Settings, seeded: sessionmaker[Session], clock: FakeClock
+    settings: Settings, seeded: sessionmaker[Session], clock: FakeClock, sign_in: SignIn
 ) -> Iterator[TestClient]:
+    """A nurse's browser, signed in."""
     app = create_app(settings, session_factory=seeded, clock=clock)
     with TestClient(app) as client:
+        sign_in(client, StaffRole.NURSE)
         yield client
 
 
@@ -159,10 +163,11 @@ def test_language_follows_accept_language_without_a_choice(
 
 
 def test_unknown_lang_parameter_falls_back_to_the_configured_default(
-    seeded: sessionmaker[Session], clock: FakeClock
+    seeded: sessionmaker[Session], clock: FakeClock, sign_in: SignIn
 ) -> None:
     settings = Settings(portal=PortalSettings(default_language="en"))
     with TestClient(create_app(settings, session_factory=seeded, clock=clock)) as client:
+        sign_in(client, StaffRole.NURSE)
         response = client.get("/", params={"lang": "xx"})
 
     assert '<html lang="en">' in response.text
@@ -222,6 +227,8 @@ def test_healthz_is_503_when_postgresql_is_unreachable() -> None:
     settings = Settings(database=DatabaseSettings(url="postgresql://carehub@127.0.0.1:1/carehub"))
     with TestClient(create_app(settings)) as client:
         response = client.get("/healthz")
+        # A browser with a session cookie: checking it needs the database.
+        client.cookies.set(SESSION_COOKIE, "a-session-token")
         page = client.get("/")
 
     assert response.status_code == 503
@@ -241,7 +248,13 @@ def test_healthz_turns_503_when_the_sqlite_database_disappears(
     Base.metadata.create_all(engine)
     factory = make_sessionmaker(engine)
     seed_portal_data(factory)
+    nurse_id = staff_user(factory, StaffRole.NURSE)
+    with factory() as session, session.begin():
+        nurse = session.get(StaffUser, nurse_id)
+        assert nurse is not None
+        token, _ = create_session(session, nurse, now=T0, ttl_s=3600, mfa_passed=True)
     with TestClient(create_app(settings, session_factory=factory, clock=clock)) as client:
+        client.cookies.set(SESSION_COOKIE, token)
         assert client.get("/healthz").status_code == 200
 
         engine.dispose()

@@ -16,8 +16,9 @@ from hub.alarms import service
 from hub.clock import FakeClock
 from hub.config import Settings
 from hub.rules.model import AlarmType
-from hub.storage.models import AlarmStatus, Severity
+from hub.storage.models import AlarmStatus, Severity, StaffRole
 from tests.care_portal.api_seed import add_alarms, resident_ids
+from tests.care_portal.conftest import SignIn
 from tests.care_portal.seed import HOME, RESIDENT_LABEL, T0, seed_portal_data
 from tests.care_portal.test_app import text_of
 
@@ -34,9 +35,13 @@ def seeded(session_factory: sessionmaker[Session]) -> sessionmaker[Session]:
 
 
 @pytest.fixture
-def client(seeded: sessionmaker[Session], clock: FakeClock) -> Iterator[TestClient]:
+def client(
+    seeded: sessionmaker[Session], clock: FakeClock, sign_in: SignIn
+) -> Iterator[TestClient]:
+    """A nurse's browser, signed in."""
     app = create_app(Settings(timezone="Europe/Oslo"), session_factory=seeded, clock=clock)
     with TestClient(app) as client:
+        sign_in(client, StaffRole.NURSE)
         yield client
 
 

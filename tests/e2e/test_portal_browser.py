@@ -10,17 +10,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from care_portal.app import create_app
+from care_portal.web_session import SESSION_COOKIE, create_session
 from hub.clock import FakeClock
 from hub.config import Settings
 from hub.storage.db import make_engine, make_sessionmaker
+from hub.storage.models import StaffRole, StaffUser
+from tests.care_portal.conftest import staff_user
 from tests.care_portal.seed import (
     BUTTON,
     DOOR_CONTACT,
@@ -107,12 +111,56 @@ def portal(sqlite_url: str) -> Iterator[RunningPortal]:
         engine.dispose()
 
 
+def sign_in(context: BrowserContext, portal: RunningPortal) -> None:
+    """Give the browser a nurse's session (both factors done), as if she had signed in."""
+    user_id = staff_user(portal.session_factory, StaffRole.NURSE)
+    with portal.session_factory() as session, session.begin():
+        user = session.get(StaffUser, user_id)
+        assert user is not None
+        token, _ = create_session(session, user, now=T0, ttl_s=3600, mfa_passed=True)
+    context.add_cookies([{"name": SESSION_COOKIE, "value": token, "url": portal.url}])
+
+
+def test_a_nurse_signs_in_with_password_and_totp_on_a_phone(
+    browser: Browser, portal: RunningPortal
+) -> None:
+    secret = pyotp.random_base32()
+    user_id = staff_user(portal.session_factory, StaffRole.NURSE, "kari.nurse")
+    with portal.session_factory() as session, session.begin():
+        user = session.get(StaffUser, user_id)
+        assert user is not None
+        user.totp_secret, user.totp_enabled = secret, True
+    context = browser.new_context(viewport={"width": 375, "height": 800}, locale="nb-NO")
+    page = context.new_page()
+    try:
+        page.goto(portal.url + "/")
+        expect(page).to_have_url(portal.url + "/login?next=%2F")
+        page.get_by_label("Brukernavn").fill("kari.nurse")
+        page.get_by_label("Passord").fill("pw")
+        page.get_by_role("button", name="Logg inn").click()
+
+        code = page.get_by_label("Engangskode")
+        expect(code).to_have_attribute("autocomplete", "one-time-code")
+        page.screenshot(path=ARTIFACTS / "login-totp-375x800.png", full_page=True)
+        code.fill(pyotp.TOTP(secret).at(T0))
+        page.get_by_role("button", name="Bekreft").click()
+
+        expect(page).to_have_url(portal.url + "/")
+        expect(page.get_by_test_id("signed-in-user")).to_have_text("Kari.Nurse")
+        expect(page.locator(f"#home-{HOME}")).to_contain_text(RESIDENT_LABEL)
+        page.get_by_role("button", name="Logg ut").click()
+        expect(page).to_have_url(portal.url + "/login")
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize(("width", "height"), [(375, 800), (1280, 800)], ids=["phone", "desktop"])
 def test_overview_shows_the_home_and_a_new_event_arrives_by_itself(
     browser: Browser, portal: RunningPortal, width: int, height: int
 ) -> None:
     # A Norwegian phone or PC: its Accept-Language picks bokmål.
     context = browser.new_context(viewport={"width": width, "height": height}, locale="nb-NO")
+    sign_in(context, portal)
     page = context.new_page()
     try:
         page.goto(portal.url + "/")
@@ -149,6 +197,7 @@ def test_the_page_says_so_when_it_can_no_longer_refresh(
     browser: Browser, portal: RunningPortal
 ) -> None:
     context = browser.new_context(viewport={"width": 375, "height": 800}, locale="nb-NO")
+    sign_in(context, portal)
     page = context.new_page()
     try:
         page.goto(portal.url + "/")

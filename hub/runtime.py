@@ -65,7 +65,12 @@ class HubRuntime:
             self.session_factory,
             self.clock,
             escalation_timer or SchedulerTimer(self.clock),
-            EscalationContext(ZoneInfo(settings.timezone), settings.portal.public_base_url),
+            EscalationContext(
+                ZoneInfo(settings.timezone),
+                settings.portal.public_base_url,
+                link_secret=settings.security.link_secret,
+                link_ttl_s=settings.security.relative_link_ttl_s,
+            ),
             on_outbox=self.sender.wake,
         )
         all_sinks: list[IngestSink] = []

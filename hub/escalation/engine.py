@@ -52,6 +52,20 @@ class EscalationContext:
 
     tz: ZoneInfo
     portal_base_url: str
+    # Relatives' SMS carry a signed, expiring link to a page that shows only the alarm's state.
+    link_secret: str | None = None
+    link_ttl_s: int = 24 * 3600
+
+    def relative_link(self, alarm_id: int, relative_id: int, now: datetime) -> str:
+        """The link for a relative's SMS, or "" when relative links are not configured."""
+        if not self.link_secret:
+            return ""
+        from care_portal.relative_links import make_relative_link
+
+        token = make_relative_link(
+            alarm_id, relative_id, now=now, ttl_s=self.link_ttl_s, secret=self.link_secret
+        )
+        return f"{self.portal_base_url.rstrip('/')}/r/{token}"
 
 
 def _queue(
@@ -129,14 +143,18 @@ def _resident_label(session: Session, alarm: Alarm) -> str:
 
 
 def _alarm_text(
-    session: Session, alarm: Alarm, recipient: Recipient, ctx: EscalationContext
+    session: Session, alarm: Alarm, recipient: Recipient, ctx: EscalationContext, now: datetime
 ) -> str:
     label = _resident_label(session, alarm)
     code = alarm.short_code or str(alarm.id)
     if recipient.kind == "relative":
         return render(
-            "sms.relative_acting_alarm", recipient.language, resident_label=label, code=code
-        )
+            "sms.relative_acting_alarm",
+            recipient.language,
+            resident_label=label,
+            code=code,
+            link=ctx.relative_link(alarm.id, recipient.id, now),
+        ).rstrip()
     return render(
         "sms.staff_alarm",
         recipient.language,
@@ -187,7 +205,12 @@ def start_escalation(
             relative,
             channel="sms",
             purpose="informed",
-            body=render("sms.relative_informed", relative.language, resident_label=label),
+            body=render(
+                "sms.relative_informed",
+                relative.language,
+                resident_label=label,
+                link=ctx.relative_link(alarm.id, relative.id, now),
+            ).rstrip(),
             now=now,
         )
     session.flush()
@@ -408,7 +431,7 @@ class EscalationEngine:
                 body = (
                     voice_recipient_text(session, alarm, recipient.language)
                     if channel == "voice"
-                    else _alarm_text(session, alarm, recipient, self.ctx)
+                    else _alarm_text(session, alarm, recipient, self.ctx, now)
                 )
                 if _queue(
                     session,

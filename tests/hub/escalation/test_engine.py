@@ -292,3 +292,37 @@ def test_two_hubs_on_one_postgresql_fire_every_step_exactly_once(pg_url: str) ->
     steps = {(a, step, rnd) for a, step, rnd, _c, _to in rows}
     # steps 1, 2, 3 of round 1 and step 1 of round 2 for every alarm
     assert steps == {(a, s, r) for a in alarm_ids for s, r in ((0, 1), (1, 1), (2, 1), (0, 2))}
+
+
+def test_relatives_get_a_signed_link_that_shows_only_this_alarm(
+    session_factory: sessionmaker[Session],
+) -> None:
+    from care_portal.relative_links import verify_relative_link
+
+    [kari] = seed(session_factory)
+    ctx = EscalationContext(OSLO, "https://portal.example", link_secret="s3cret", link_ttl_s=3600)
+    with session_factory() as s, s.begin():
+        resident = s.get(Resident, kari)
+        assert resident is not None
+        alarm, _ = alarms.open_or_join(
+            s,
+            now=T0,
+            resident_id=kari,
+            home_id=resident.home_id,
+            type="fall",
+            severity=Severity.RED,
+            summary="fall",
+        )
+        start_escalation(s, alarm, now=T0, ctx=ctx)
+        alarm_id = alarm.id
+        [per_id] = [r.id for r in s.scalars(select(Relative)).all() if r.name == "Per"]
+    with session_factory() as s:
+        [body] = s.scalars(
+            select(Notification.body).where(Notification.purpose == "informed")
+        ).all()
+    link = body.split()[-1]
+    assert link.startswith("https://portal.example/r/")
+    assert "fall" not in body.lower().replace(link.lower(), "")
+    token = link.rsplit("/", 1)[1]
+    assert verify_relative_link(token, now=T0, secret="s3cret") == (alarm_id, per_id)
+    assert verify_relative_link(token, now=T0 + timedelta(hours=2), secret="s3cret") is None

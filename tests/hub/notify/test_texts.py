@@ -19,8 +19,8 @@ from hub.storage.models import Severity
 # Every key the escalation engine, the sender and the webhooks render, with its parameters.
 REQUIRED: dict[str, set[str]] = {
     "sms.staff_alarm": {"severity_label", "type_label", "resident_label", "code", "link"},
-    "sms.relative_acting_alarm": {"resident_label", "code"},
-    "sms.relative_informed": {"resident_label"},
+    "sms.relative_acting_alarm": {"resident_label", "code", "link"},
+    "sms.relative_informed": {"resident_label", "link"},
     "sms.taken_by": {"resident_label", "taker"},
     "sms.taken_by_relative": {"resident_label"},
     "sms.cancelled": {"resident_label"},

@@ -48,13 +48,14 @@ class _State:
     config: Path | None = None
 
 
-def _settings() -> Settings:
+def _settings(*, configure: bool = True) -> Settings:
     try:
         settings = load_settings(_State.config)
     except Exception as exc:
         err.print(f"[red]Configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    configure_keys(settings.security.data_keys)  # personal fields are written encrypted
+    if configure:  # personal fields are written encrypted
+        configure_keys(settings.security.data_keys)
     return settings
 
 
@@ -133,7 +134,7 @@ def demo(
     from hub.demo import run_demo
 
     _setup_logging(verbose)
-    run_demo(_settings(), simulate=simulate, allow_install=install, console=console)
+    run_demo(_settings(configure=False), simulate=simulate, allow_install=install, console=console)
 
 
 @db_app.command("upgrade")

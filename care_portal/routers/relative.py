@@ -10,10 +10,10 @@ from fastapi.responses import HTMLResponse
 from care_portal.const import LANG_QUERY_PARAM
 from care_portal.deps import ClockDep, SessionDep, SettingsDep, TemplatesDep, TimezoneDep
 from care_portal.i18n import Language, Translator, is_language
-from care_portal.relative_links import verify_relative_link
 from care_portal.templating import render
 from care_portal.web_session import audit
 from hub.config import Settings
+from hub.relative_links import verify_relative_link
 from hub.storage.models import Alarm, AlarmStatus, Relative
 
 logger = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from hub.clock import Clock
 from hub.escalation.policy import from_snapshot, policy_for, snapshot
 from hub.escalation.recipients import Recipient, informed_relatives, resolve_step
 from hub.notify.texts import render
+from hub.relative_links import make_relative_link
 from hub.rules.timers import TimerDriver
 from hub.storage.models import (
     Alarm,
@@ -33,7 +34,6 @@ from hub.storage.models import (
     AlarmTimelineEntry,
     Notification,
     Resident,
-    Severity,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,6 @@ class EscalationContext:
         """The link for a relative's SMS, or "" when relative links are not configured."""
         if not self.link_secret:
             return ""
-        from care_portal.relative_links import make_relative_link
-
         token = make_relative_link(
             alarm_id, relative_id, now=now, ttl_s=self.link_ttl_s, secret=self.link_secret
         )
@@ -217,8 +215,8 @@ def start_escalation(
     return esc
 
 
-def _notified_people(session: Session, alarm_id: int) -> list[tuple[str, int, str | None, str]]:
-    """(kind, id, phone, channel) of everyone reached about the alarm by SMS or voice, once each."""
+def _notified_people(session: Session, alarm_id: int) -> list[tuple[str, int, str | None]]:
+    """(kind, id, phone) of everyone reached about the alarm by SMS or voice, once each."""
     rows = session.execute(
         select(
             Notification.recipient_kind,
@@ -233,9 +231,9 @@ def _notified_people(session: Session, alarm_id: int) -> list[tuple[str, int, st
         )
         .distinct()
     ).all()
-    seen: dict[tuple[str, int], tuple[str, int, str | None, str]] = {}
+    seen: dict[tuple[str, int], tuple[str, int, str | None]] = {}
     for kind, rid, phone in rows:
-        seen.setdefault((kind, rid), (kind, rid, phone, "sms"))
+        seen.setdefault((kind, rid), (kind, rid, phone))
     return list(seen.values())
 
 
@@ -269,7 +267,7 @@ def _stop(
     )
     label = _resident_label(session, alarm)
     taken = alarm.status in TAKEN
-    for kind, rid, phone, _channel in _notified_people(session, alarm.id):
+    for kind, rid, phone in _notified_people(session, alarm.id):
         name, language = _recipient_language(session, kind, rid)
         if taken and taker is not None and name == taker:
             continue  # the person who took it got a confirmation already
@@ -513,7 +511,3 @@ class EscalationEngine:
         self._reschedule()
         if self.on_outbox is not None:
             self.on_outbox()
-
-
-def severity_is_red(alarm: Alarm) -> bool:
-    return alarm.severity == Severity.RED

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from care_portal.app import create_app
-from care_portal.relative_links import make_relative_link, verify_relative_link
 from hub.alarms import service
 from hub.clock import FakeClock
 from hub.config import SecuritySettings, Settings
+from hub.relative_links import make_relative_link, verify_relative_link
 from hub.storage.models import AlarmStatus, AuditEntry, Relative, RelativeRole
 from tests.care_portal.api_seed import add_alarms, resident_ids
 from tests.care_portal.seed import RESIDENT_LABEL, T0, seed_portal_data

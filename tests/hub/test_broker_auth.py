@@ -34,7 +34,10 @@ def test_hashes_have_mosquittos_7_format_and_verify() -> None:
 def test_a_hash_written_by_mosquitto_passwd_verifies_here(tmp_path: Path) -> None:
     binary = shutil.which("mosquitto_passwd")
     if binary is None:
-        pytest.skip("mosquitto_passwd is not installed (Debian package mosquitto)")
+        pytest.fail(
+            "mosquitto_passwd is missing (Debian package mosquitto; `make services` installs it)",
+            pytrace=False,
+        )
     path = tmp_path / "pw"
     subprocess.run([binary, "-c", "-b", str(path), "alice", "wonder land"], check=True)
     username, hashed = path.read_text().strip().split(":", 1)

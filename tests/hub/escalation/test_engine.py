@@ -297,7 +297,7 @@ def test_two_hubs_on_one_postgresql_fire_every_step_exactly_once(pg_url: str) ->
 def test_relatives_get_a_signed_link_that_shows_only_this_alarm(
     session_factory: sessionmaker[Session],
 ) -> None:
-    from care_portal.relative_links import verify_relative_link
+    from hub.relative_links import verify_relative_link
 
     [kari] = seed(session_factory)
     ctx = EscalationContext(OSLO, "https://portal.example", link_secret="s3cret", link_ttl_s=3600)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hub.alarms.lifecycle import (
@@ -138,6 +138,59 @@ def transition(
     Raises ``AlarmNotFound`` or ``hub.alarms.lifecycle.TransitionError`` (nothing is changed).
     """
     alarm = _locked_alarm(session, alarm_id)
+    transition_locked(session, alarm, to=to, actor=actor, now=now, outcome=outcome, note=note)
+    session.flush()
+    return alarm
+
+
+def transition_locked(
+    session: Session,
+    alarm: Alarm,
+    *,
+    to: AlarmStatus,
+    actor: str,
+    now: datetime,
+    outcome: str | None = None,
+    note: str | None = None,
+) -> None:
+    """``transition`` for an alarm the caller has already read under a lock in this transaction
+    (``lock_alarms``); nothing is flushed."""
+    current, target, detail = _apply_transition(alarm, to, actor, now, outcome, note)
+    _append(
+        session,
+        alarm,
+        at=now,
+        actor=actor,
+        kind=KIND_TRANSITION,
+        from_status=current,
+        to_status=target,
+        detail=detail,
+    )
+
+
+def transition_many_locked(
+    session: Session, alarms: Sequence[Alarm], *, to: AlarmStatus, actor: str, now: datetime
+) -> None:
+    """``transition_locked`` for many alarms at once (a step tick marks hundreds 'notified'):
+    every transition is checked first, then the timeline rows go in as one batched INSERT."""
+    rows: list[dict[str, Any]] = []
+    for alarm in alarms:
+        current, target, detail = _apply_transition(alarm, to, actor, now, None, None)
+        rows.append(
+            _entry_row(alarm, now, actor, KIND_TRANSITION, detail, current.value, target.value)
+        )
+    _insert_entries(session, rows)
+
+
+def _apply_transition(
+    alarm: Alarm,
+    to: AlarmStatus,
+    actor: str,
+    now: datetime,
+    outcome: str | None,
+    note: str | None,
+) -> tuple[AlarmStatus, AlarmStatus, dict[str, Any]]:
+    """Check and apply a status change to a locked alarm; (from, to, timeline detail)."""
     current = AlarmStatus(alarm.status)
     target = AlarmStatus(to)
     check_transition(current, target, outcome)
@@ -149,19 +202,8 @@ def transition(
     alarm.updated_at = now
     if target is AlarmStatus.RESOLVED:
         alarm.outcome = Outcome(outcome).value if outcome is not None else None
-    _append(
-        session,
-        alarm,
-        at=now,
-        actor=actor,
-        kind=KIND_TRANSITION,
-        from_status=current,
-        to_status=target,
-        detail=detail,
-    )
-    session.flush()
     logger.info("alarm %s: %s → %s by %s", alarm.id, current.value, target.value, actor)
-    return alarm
+    return current, target, detail
 
 
 def cancel_open(
@@ -224,15 +266,77 @@ def add_note(
 
     Status changes go through ``transition``: the kinds this module writes itself are refused.
     """
+    alarm = _locked_alarm(session, alarm_id)
+    entry = add_note_locked(session, alarm, now=now, actor=actor, kind=kind, detail=detail)
+    session.flush()
+    return entry
+
+
+def add_note_locked(
+    session: Session,
+    alarm: Alarm,
+    *,
+    now: datetime,
+    actor: str,
+    kind: str,
+    detail: dict[str, Any],
+) -> AlarmTimelineEntry:
+    """``add_note`` for an alarm the caller already holds locked (``lock_alarms``); not flushed."""
+    _check_note_kind(kind)
+    alarm.updated_at = now
+    return _append(session, alarm, at=now, actor=actor, kind=kind, detail=detail)
+
+
+def add_notes_locked(
+    session: Session,
+    notes: Sequence[tuple[Alarm, str, dict[str, Any]]],
+    *,
+    now: datetime,
+    actor: str,
+) -> None:
+    """Many ``add_note_locked`` at once, as (alarm, kind, detail), in this order: one batched
+    INSERT and no ORM objects (a step tick writes hundreds). The alarms are locked by the caller."""
+    rows: list[dict[str, Any]] = []
+    for alarm, kind, detail in notes:
+        _check_note_kind(kind)
+        alarm.updated_at = now
+        rows.append(_entry_row(alarm, now, actor, kind, detail, None, None))
+    _insert_entries(session, rows)
+
+
+def _check_note_kind(kind: str) -> None:
     if kind in _RESERVED_KINDS:
         raise ValueError(f"timeline kind {kind!r} is written by the lifecycle itself")
     if not kind or len(kind) > _KIND_MAX_CHARS:
         raise ValueError(f"timeline kind must be 1 to {_KIND_MAX_CHARS} characters")
-    alarm = _locked_alarm(session, alarm_id)
-    alarm.updated_at = now
-    entry = _append(session, alarm, at=now, actor=actor, kind=kind, detail=detail)
-    session.flush()
-    return entry
+
+
+def lock_alarms(
+    session: Session, alarm_ids: Sequence[int], *, skip_locked: bool = False
+) -> dict[int, Alarm]:
+    """The alarms of ``alarm_ids``, freshly read and locked until the transaction ends, by id.
+
+    One statement for the lot (a step tick handles hundreds). ``skip_locked``: on PostgreSQL an
+    alarm another transaction holds (a person taking it right now) is left out instead of
+    waited for, so a batch never waits on — or deadlocks with — a person's action; the caller
+    tries those again later. SQLite has one writer: the no-op write takes its lock for all.
+    """
+    if not alarm_ids:
+        return {}
+    ids = sorted(set(alarm_ids))
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(
+            update(Alarm).where(Alarm.id.in_(ids)).values(id=Alarm.id),
+            execution_options={"synchronize_session": False},
+        )
+    rows = session.scalars(
+        select(Alarm)
+        .where(Alarm.id.in_(ids))
+        .order_by(Alarm.id)
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    ).all()
+    return {alarm.id: alarm for alarm in rows}
 
 
 def get_alarm(session: Session, alarm_id: int) -> Alarm:
@@ -372,14 +476,45 @@ def _append(
     return entry
 
 
+def _entry_row(
+    alarm: Alarm,
+    at: datetime,
+    actor: str,
+    kind: str,
+    detail: dict[str, Any],
+    from_status: str | None,
+    to_status: str | None,
+) -> dict[str, Any]:
+    return {
+        "alarm_id": alarm.id,
+        "at": at,
+        "actor": actor[:_ACTOR_MAX_CHARS],
+        "kind": kind,
+        "from_status": from_status,
+        "to_status": to_status,
+        "detail": detail,
+    }
+
+
+def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Append timeline rows with one executemany INSERT (nothing read back)."""
+    if rows:
+        session.execute(insert(AlarmTimelineEntry), rows)
+
+
 __all__ = [
     "AlarmNotFound",
     "TransitionError",
     "add_note",
+    "add_note_locked",
+    "add_notes_locked",
     "cancel_open",
     "count_alarms",
     "get_alarm",
     "list_alarms",
+    "lock_alarms",
     "open_or_join",
     "transition",
+    "transition_locked",
+    "transition_many_locked",
 ]

@@ -9,21 +9,23 @@ outgoing messages to the ``notifications`` outbox in the same commit. Timers onl
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
 from hub.alarms import service as alarms
 from hub.clock import Clock
-from hub.escalation.policy import from_snapshot, policy_for, snapshot
-from hub.escalation.recipients import Recipient, informed_relatives, resolve_step
+from hub.escalation.policy import Policy, from_snapshot, policy_for, snapshot
+from hub.escalation.recipients import Directory, Recipient, informed_relatives, resolve_step
 from hub.notify.texts import render
 from hub.relative_links import make_relative_link
 from hub.rules.timers import TimerDriver
@@ -66,66 +68,123 @@ class EscalationContext:
         return f"{self.portal_base_url.rstrip('/')}/r/{token}"
 
 
-def _queue(
-    session: Session,
-    alarm: Alarm,
-    recipient: Recipient,
-    *,
-    channel: str,
-    purpose: str,
-    body: str,
-    now: datetime,
-    step_index: int | None = None,
-    round_no: int | None = None,
-    fallback_for_id: int | None = None,
-) -> Notification | None:
-    """Put one message in the outbox (portal messages are 'sent' at once: the board shows them)."""
-    if channel in ("sms", "voice") and not recipient.phone:
-        alarms.add_note(
-            session,
-            alarm.id,
-            now=now,
-            actor="hub:escalation",
-            kind="note",
-            detail={"note": f"{recipient.name} has no phone number; {channel} not sent"},
-        )
-        return None
-    note = Notification(
-        alarm_id=alarm.id,
-        channel=channel,
-        purpose=purpose,
-        recipient_kind=recipient.kind,
-        recipient_id=recipient.id,
-        to_number=recipient.phone if channel != "portal" else None,
-        body=body,
-        status="sent" if channel == "portal" else "queued",
-        attempts=0,
-        next_attempt_at=None if channel == "portal" else now,
-        step_index=step_index,
-        round=round_no,
-        fallback_for_id=fallback_for_id,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(note)
-    session.flush()
-    alarms.add_note(
-        session,
-        alarm.id,
-        now=now,
-        actor="hub:escalation",
-        kind="notification",
-        detail={
-            "notification_id": note.id,
+ACTOR = "hub:escalation"
+
+
+_NOTIFICATIONS = cast(Table, Notification.__table__)
+_MessageKey = tuple[int, str, str, int, str]  # alarm, purpose, recipient kind and id, channel
+
+
+class _Outbox:
+    """What one transaction of the engine writes: outbox rows, then their timeline entries.
+
+    Messages and notes are collected and written by ``flush`` as two executemany INSERTs and one
+    read-back of the new rows' ids, so a tick advancing hundreds of alarms costs a handful of
+    round trips (SQLite cannot batch an INSERT … RETURNING of generated ids; reading them back
+    by each message's key works on both databases). The caller holds the alarms locked
+    (``alarms.lock_alarms``, or a transition in the same transaction). Portal messages are
+    'sent' at once: the board shows them.
+    """
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session = session
+        self.now = now
+        self._messages: dict[_MessageKey, tuple[Alarm, dict[str, Any], dict[str, Any]]] = {}
+        self._notes: list[tuple[Alarm, str, dict[str, Any]]] = []
+
+    def queue(
+        self,
+        alarm: Alarm,
+        recipient: Recipient,
+        *,
+        channel: str,
+        purpose: str,
+        body: str,
+        step_index: int | None = None,
+        round_no: int | None = None,
+    ) -> bool:
+        """Put one message in the outbox; False (and a note) when the person has no number."""
+        if channel in ("sms", "voice") and not recipient.phone:
+            self.note(
+                alarm, "note", {"note": f"{recipient.name} has no phone number; {channel} not sent"}
+            )
+            return False
+        key = (alarm.id, purpose, recipient.kind, recipient.id, channel)
+        if key in self._messages:
+            logger.warning("alarm %s: %s %s to %s queued twice; sent once", *key[:2], channel, key)
+            return True
+        now = self.now
+        row = {
+            "alarm_id": alarm.id,
+            "channel": channel,
+            "purpose": purpose,
+            "recipient_kind": recipient.kind,
+            "recipient_id": recipient.id,
+            "to_number": recipient.phone if channel != "portal" else None,
+            "body": body,
+            "status": "sent" if channel == "portal" else "queued",
+            "attempts": 0,
+            "next_attempt_at": None if channel == "portal" else now,
+            "step_index": step_index,
+            "round": round_no,
+            "created_at": now,
+            "updated_at": now,
+        }
+        detail = {
             "channel": channel,
             "purpose": purpose,
             "recipient": f"{recipient.kind}:{recipient.id}",
             "name": recipient.name,
             "step": None if step_index is None else step_index + 1,
             "round": round_no,
-        },
-    )
-    return note
+        }
+        self._messages[key] = (alarm, row, detail)
+        return True
+
+    def note(self, alarm: Alarm, kind: str, detail: dict[str, Any]) -> None:
+        """A timeline entry, written after the timeline entries of the messages."""
+        self._notes.append((alarm, kind, detail))
+
+    def flush(self) -> None:
+        """Write the messages, learn their ids, then write the timeline naming them."""
+        session = self.session
+        notes: list[tuple[Alarm, str, dict[str, Any]]] = []
+        if self._messages:
+            before = session.scalar(select(func.max(Notification.id))) or 0
+            # Core, not ORM bulk INSERT: the ORM inserts these one by one on SQLite.
+            session.execute(
+                insert(_NOTIFICATIONS), [row for _a, row, _d in self._messages.values()]
+            )
+            ids = self._ids_after(before)
+            for key, (alarm, _row, detail) in self._messages.items():
+                notes.append((alarm, "notification", {"notification_id": ids[key], **detail}))
+        notes.extend(self._notes)
+        alarms.add_notes_locked(session, notes, now=self.now, actor=ACTOR)
+        self._messages.clear()
+        self._notes.clear()
+
+    def _ids_after(self, before: int) -> dict[_MessageKey, int]:
+        """The ids of the rows just inserted, by key (the alarms are locked: nobody else writes
+        these alarms' messages of these purposes now)."""
+        alarm_ids = sorted({key[0] for key in self._messages})
+        rows = self.session.execute(
+            select(
+                Notification.id,
+                Notification.alarm_id,
+                Notification.purpose,
+                Notification.recipient_kind,
+                Notification.recipient_id,
+                Notification.channel,
+            ).where(Notification.id > before, Notification.alarm_id.in_(alarm_ids))
+        ).all()
+        ids: dict[_MessageKey, int] = {}
+        for nid, alarm_id, purpose, kind, rid, channel in rows:
+            key = (alarm_id, purpose, kind, rid, channel)
+            ids[key] = max(nid, ids.get(key, 0))
+        missing = [k for k in self._messages if k not in ids]
+        if missing:
+            raise RuntimeError(f"outbox rows not found after insert: {missing[:3]}")
+        return ids
 
 
 def _labels(alarm: Alarm, language: str) -> dict[str, str]:
@@ -141,9 +200,8 @@ def _resident_label(session: Session, alarm: Alarm) -> str:
 
 
 def _alarm_text(
-    session: Session, alarm: Alarm, recipient: Recipient, ctx: EscalationContext, now: datetime
+    label: str, alarm: Alarm, recipient: Recipient, ctx: EscalationContext, now: datetime
 ) -> str:
-    label = _resident_label(session, alarm)
     code = alarm.short_code or str(alarm.id)
     if recipient.kind == "relative":
         return render(
@@ -163,14 +221,18 @@ def _alarm_text(
     )
 
 
-def voice_recipient_text(session: Session, alarm: Alarm, language: str) -> str:
-    """What a voice call reads out (the TwiML endpoint builds the call from the outbox row)."""
+def _voice_text(label: str, alarm: Alarm, language: str) -> str:
     return render(
         "voice.alarm",
         language,
-        resident_label=_resident_label(session, alarm),
+        resident_label=label,
         type_label=render(f"type.{alarm.type}", language),
     )
+
+
+def voice_recipient_text(session: Session, alarm: Alarm, language: str) -> str:
+    """What a voice call reads out (the TwiML endpoint builds the call from the outbox row)."""
+    return _voice_text(_resident_label(session, alarm), alarm, language)
 
 
 def start_escalation(
@@ -193,12 +255,12 @@ def start_escalation(
         updated_at=now,
     )
     session.add(esc)
+    outbox = _Outbox(session, now)
     label = resident.label
     for relative in informed_relatives(
         session, resident.id, alarm.type, alarm.severity, now, ctx.tz
     ):
-        _queue(
-            session,
+        outbox.queue(
             alarm,
             relative,
             channel="sms",
@@ -209,9 +271,8 @@ def start_escalation(
                 resident_label=label,
                 link=ctx.relative_link(alarm.id, relative.id, now),
             ).rstrip(),
-            now=now,
         )
-    session.flush()
+    outbox.flush()
     return esc
 
 
@@ -248,11 +309,19 @@ def _recipient_language(session: Session, kind: str, rid: int) -> tuple[str, str
 
 
 def _stop(
-    session: Session, esc: AlarmEscalation, alarm: Alarm, *, taker: str | None, now: datetime
+    session: Session,
+    esc: AlarmEscalation,
+    alarm: Alarm,
+    *,
+    taker: str | None,
+    outbox: _Outbox,
 ) -> None:
-    """End the escalation: cancel what is still queued, tell everyone already reached."""
+    """End the escalation: cancel what is still queued, tell everyone already reached.
+
+    ``alarm`` is locked by the caller; the messages go into ``outbox`` (the caller flushes)."""
     if esc.state != ACTIVE:
         return
+    now = outbox.now
     esc.state = STOPPED
     esc.next_due_at = None
     esc.updated_at = now
@@ -284,37 +353,34 @@ def _stop(
             language=language,
             acting=True,
         )
-        _queue(
-            session,
-            alarm,
-            recipient,
-            channel="sms",
-            purpose="taken_by" if taken else "cancelled",
-            body=body,
-            now=now,
+        outbox.queue(
+            alarm, recipient, channel="sms", purpose="taken_by" if taken else "cancelled", body=body
         )
-    alarms.add_note(
-        session,
-        alarm.id,
-        now=now,
-        actor="hub:escalation",
-        kind="escalation_stopped",
-        detail={"taken_by": taker, "status": alarm.status.value},
-    )
+    outbox.note(alarm, "escalation_stopped", {"taken_by": taker, "status": alarm.status.value})
+
+
+def _stop_now(
+    session: Session, esc: AlarmEscalation, alarm: Alarm, *, taker: str | None, now: datetime
+) -> None:
+    outbox = _Outbox(session, now)
+    _stop(session, esc, alarm, taker=taker, outbox=outbox)
+    outbox.flush()
 
 
 def alarm_taken(session: Session, alarm: Alarm, *, taker: str, now: datetime) -> None:
-    """Someone took ``alarm`` (portal, API, SMS reply, keypress): stop and tell the others."""
+    """Someone took ``alarm`` (portal, API, SMS reply, keypress): stop and tell the others.
+
+    The caller's transition holds the alarm locked."""
     esc = session.get(AlarmEscalation, alarm.id, with_for_update=_pg(session))
     if esc is not None:
-        _stop(session, esc, alarm, taker=taker, now=now)
+        _stop_now(session, esc, alarm, taker=taker, now=now)
 
 
 def alarm_closed(session: Session, alarm: Alarm, *, now: datetime) -> None:
     """The alarm was cancelled (e.g. by the resident): stop and tell those already reached."""
     esc = session.get(AlarmEscalation, alarm.id, with_for_update=_pg(session))
     if esc is not None:
-        _stop(session, esc, alarm, taker=None, now=now)
+        _stop_now(session, esc, alarm, taker=None, now=now)
 
 
 def _pg(session: Session) -> bool:
@@ -355,6 +421,7 @@ class EscalationEngine:
         self.ctx = ctx
         self.on_outbox = on_outbox
         self._lock = threading.Lock()
+        self._policies: dict[str, Policy] = {}
 
     def start(self) -> None:
         self._timer.start(self.tick)
@@ -368,16 +435,22 @@ class EscalationEngine:
         with self._lock:
             total = 0
             for _round in range(100):
-                ran = self._tick_once()
+                claimed, ran = self._tick_once()
                 total += ran
-                if ran < DUE_BATCH:
+                if claimed < DUE_BATCH or ran == 0:
                     break
             self._reschedule()
         if total and self.on_outbox is not None:
             self.on_outbox()
         return total
 
-    def _tick_once(self) -> int:
+    def _tick_once(self) -> tuple[int, int]:
+        """One transaction: claim up to ``DUE_BATCH`` due escalations and advance them together.
+
+        Everything is read in bulk (the alarms, locked; their residents; the roster and the
+        relatives through one ``Directory``) and written in bulk (``_Outbox``). An alarm a
+        person holds locked right now is left for the next tick. Returns (claimed, advanced).
+        """
         now = self._clock.now()
         with self._session_factory() as session, session.begin():
             query = (
@@ -389,30 +462,66 @@ class EscalationEngine:
             if _pg(session):
                 query = query.with_for_update(skip_locked=True)
             rows: Sequence[AlarmEscalation] = session.scalars(query).all()
+            if not rows:
+                return 0, 0
+            locked = alarms.lock_alarms(session, [e.alarm_id for e in rows], skip_locked=True)
+            resident_ids = {a.resident_id for a in locked.values()}
+            residents = {
+                r.id: r
+                for r in session.scalars(select(Resident).where(Resident.id.in_(resident_ids)))
+            }
+            directory = Directory(session, now, self.ctx.tz)
+            directory.preload_relatives(resident_ids)
+            outbox = _Outbox(session, now)
+            notified: list[Alarm] = []
+            advanced = 0
             for esc in rows:
-                self._advance(session, esc, now)
-            return len(rows)
+                alarm = locked.get(esc.alarm_id)
+                if alarm is None:
+                    continue  # a person holds it right now (PostgreSQL): the next tick
+                advanced += 1
+                if alarm.status not in UNTAKEN:
+                    taker = _taker_from_timeline(session, alarm.id)
+                    _stop(session, esc, alarm, taker=taker, outbox=outbox)
+                    continue
+                if self._advance(esc, alarm, residents[alarm.resident_id], outbox, directory):
+                    notified.append(alarm)
+            outbox.flush()
+            alarms.transition_many_locked(
+                session, notified, to=AlarmStatus.NOTIFIED, actor=ACTOR, now=now
+            )
+            return len(rows), advanced
 
-    def _advance(self, session: Session, esc: AlarmEscalation, now: datetime) -> None:
-        alarm = session.get(Alarm, esc.alarm_id)
-        if alarm is None:
-            esc.state, esc.next_due_at = STOPPED, None
-            return
-        if alarm.status not in UNTAKEN:
-            _stop(session, esc, alarm, taker=_taker_from_timeline(session, alarm.id), now=now)
-            return
-        policy = from_snapshot(esc.policy_snapshot)
+    def _policy(self, snapshot_json: dict[str, Any]) -> Policy:
+        """The policy of a snapshot, parsed once per distinct snapshot (most alarms share one)."""
+        key = json.dumps(snapshot_json, sort_keys=True)
+        policy = self._policies.get(key)
+        if policy is None:
+            if len(self._policies) > 1000:
+                self._policies.clear()
+            policy = self._policies[key] = from_snapshot(snapshot_json)
+        return policy
+
+    def _advance(
+        self,
+        esc: AlarmEscalation,
+        alarm: Alarm,
+        resident: Resident,
+        outbox: _Outbox,
+        directory: Directory,
+    ) -> bool:
+        """Run the escalation's due step; True when the alarm is to become 'notified'."""
+        now = outbox.now
+        policy = self._policy(esc.policy_snapshot)
         if esc.step_index >= len(policy.steps):
             esc.round += 1
             esc.step_index = 0
             if esc.round > policy.repeat_rounds:
-                self._unanswered(session, esc, alarm, now)
-                return
+                self._unanswered(esc, alarm, outbox)
+                return False
         step = policy.steps[esc.step_index]
-        resident = session.get(Resident, alarm.resident_id)
-        assert resident is not None
         recipients = resolve_step(
-            session,
+            outbox.session,
             step,
             zone_id=resident.zone_id,
             resident_id=resident.id,
@@ -420,6 +529,7 @@ class EscalationEngine:
             severity=alarm.severity,
             at=now,
             tz=self.ctx.tz,
+            directory=directory,
         )
         reached = 0
         for recipient in recipients:
@@ -427,55 +537,39 @@ class EscalationEngine:
                 if channel == "portal" and recipient.kind != "staff":
                     continue
                 body = (
-                    voice_recipient_text(session, alarm, recipient.language)
+                    _voice_text(resident.label, alarm, recipient.language)
                     if channel == "voice"
-                    else _alarm_text(session, alarm, recipient, self.ctx, now)
+                    else _alarm_text(resident.label, alarm, recipient, self.ctx, now)
                 )
-                if _queue(
-                    session,
+                if outbox.queue(
                     alarm,
                     recipient,
                     channel=channel,
                     purpose="alarm",
                     body=body,
-                    now=now,
                     step_index=esc.step_index,
                     round_no=esc.round,
                 ):
                     reached += 1
         if reached == 0:
-            alarms.add_note(
-                session,
-                alarm.id,
-                now=now,
-                actor="hub:escalation",
-                kind="note",
-                detail={"note": f"step {esc.step_index + 1} reached nobody", "round": esc.round},
-            )
-        if alarm.status == AlarmStatus.OPEN:
-            alarms.transition(
-                session, alarm.id, to=AlarmStatus.NOTIFIED, actor="hub:escalation", now=now
+            outbox.note(
+                alarm,
+                "note",
+                {"note": f"step {esc.step_index + 1} reached nobody", "round": esc.round},
             )
         metrics.ESCALATION_STEPS.inc()
         esc.step_index += 1
         esc.next_due_at = now + timedelta(seconds=step.wait_s)
         esc.updated_at = now
+        # 'notified' means someone was told; a step that reached nobody leaves the alarm open
+        return reached > 0 and alarm.status == AlarmStatus.OPEN
 
-    def _unanswered(
-        self, session: Session, esc: AlarmEscalation, alarm: Alarm, now: datetime
-    ) -> None:
+    def _unanswered(self, esc: AlarmEscalation, alarm: Alarm, outbox: _Outbox) -> None:
         esc.state = UNANSWERED
         esc.next_due_at = None
-        esc.updated_at = now
+        esc.updated_at = outbox.now
         alarm.unanswered = True
-        alarms.add_note(
-            session,
-            alarm.id,
-            now=now,
-            actor="hub:escalation",
-            kind="unanswered",
-            detail={"rounds": esc.round - 1},
-        )
+        outbox.note(alarm, "unanswered", {"rounds": esc.round - 1})
         metrics.ALARMS_UNANSWERED.inc()
         logger.error("alarm %s is UNANSWERED after all escalation rounds", alarm.id)
 
@@ -490,24 +584,40 @@ class EscalationEngine:
         """A person changed the alarm (portal/API): if it is taken, stop at once."""
         now = self._clock.now()
         with self._session_factory() as session, session.begin():
-            alarm = session.get(Alarm, alarm_id)
+            alarm = alarms.lock_alarms(session, [alarm_id]).get(alarm_id)
             esc = session.get(AlarmEscalation, alarm_id, with_for_update=_pg(session))
             if alarm is None or esc is None or esc.state != ACTIVE or alarm.status in UNTAKEN:
                 return
-            _stop(session, esc, alarm, taker=_taker_from_timeline(session, alarm_id), now=now)
+            _stop_now(session, esc, alarm, taker=_taker_from_timeline(session, alarm_id), now=now)
         if self.on_outbox is not None:
             self.on_outbox()
         self._reschedule()
 
     # -- hooks for the rules (hub.rules.service.EscalationHooks) -------------------------------
     def alarm_opened(self, session: Session, alarm: Alarm, now: datetime) -> None:
-        start_escalation(session, alarm, now=now, ctx=self.ctx)
+        """In the transaction that opened ``alarm``: start its escalation and run step 1 at once.
+
+        Step 1 is due the moment the alarm opens, so its messages are written in this same
+        commit instead of waiting for a timer and another transaction: the sender can go as
+        soon as the alarm exists (fall → first SMS is the latency that matters most)."""
+        esc = start_escalation(session, alarm, now=now, ctx=self.ctx)
+        resident = session.get(Resident, alarm.resident_id)
+        assert resident is not None
+        outbox = _Outbox(session, now)
+        directory = Directory(session, now, self.ctx.tz)
+        notify = self._advance(esc, alarm, resident, outbox, directory)
+        outbox.flush()
+        if notify:
+            alarms.transition_many_locked(
+                session, [alarm], to=AlarmStatus.NOTIFIED, actor=ACTOR, now=now
+            )
 
     def alarm_cancelled(self, session: Session, alarm: Alarm, now: datetime) -> None:
         alarm_closed(session, alarm, now=now)
 
     def wake(self) -> None:
-        """After a commit that started or stopped escalations: run what is due, queue sends."""
-        self._reschedule()
+        """After a commit that started or stopped escalations: send what was queued, and set
+        the timer to the next due step."""
         if self.on_outbox is not None:
             self.on_outbox()
+        self._reschedule()

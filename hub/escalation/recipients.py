@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Literal, Protocol
@@ -88,6 +89,67 @@ def relative_wants(
     return True
 
 
+class Directory:
+    """Who is who at one instant, each lookup made once: a step tick advancing hundreds of
+    alarms asks the roster once per zone and target, and loads relatives once per resident.
+
+    Reads only, inside the caller's transaction; meant to live for one transaction.
+    """
+
+    def __init__(self, session: Session, at: datetime, tz: ZoneInfo) -> None:
+        if at.tzinfo is None:
+            raise ValueError("naive datetime: a directory needs an aware instant")
+        self.session = session
+        self.at = at
+        self.tz = tz
+        self.at_local = at.astimezone(tz)
+        self._staff: dict[tuple[object, ...], list[Recipient]] = {}
+        self._relatives: dict[tuple[int, RelativeRole], list[Relative]] = {}
+
+    def staff(self, target: Target, zone_id: int) -> list[Recipient]:
+        """The staff a (non-relative) target reaches in ``zone_id`` now."""
+        key = (target.kind, target.role, tuple(target.user_ids), zone_id)
+        found = self._staff.get(key)
+        if found is None:
+            found = [_staff(u) for u in self._staff_users(target, zone_id)]
+            self._staff[key] = found
+        return found
+
+    def _staff_users(self, target: Target, zone_id: int) -> list[StaffUser]:
+        session = self.session
+        if target.kind == "on_duty":
+            return roster.on_duty(session, zone_id, self.at, self.tz)
+        if target.kind == "zone_staff":
+            roles = None if target.role is None else {target.role}
+            return roster.zone_staff(session, zone_id, roles)
+        if target.kind == "role":
+            return [] if target.role is None else roster.role_staff(session, zone_id, target.role)
+        return roster.named_staff(session, target.user_ids)
+
+    def preload_relatives(self, resident_ids: Iterable[int]) -> None:
+        """Load the relatives of all these residents in one query (both roles)."""
+        wanted = sorted({r for r in resident_ids} - {r for r, _ in self._relatives})
+        if not wanted:
+            return
+        for resident_id in wanted:
+            for role in RelativeRole:
+                self._relatives[(resident_id, role)] = []
+        rows = self.session.scalars(
+            select(Relative)
+            .where(Relative.resident_id.in_(wanted))
+            .order_by(Relative.resident_id, Relative.priority, Relative.id)
+        ).all()
+        for relative in rows:
+            self._relatives[(relative.resident_id, RelativeRole(relative.role))].append(relative)
+
+    def relatives(self, resident_id: int, role: RelativeRole) -> list[Relative]:
+        """The resident's relatives of ``role``, by priority."""
+        key = (resident_id, role)
+        if key not in self._relatives:
+            self._relatives[key] = _relatives(self.session, resident_id, role)
+        return self._relatives[key]
+
+
 def resolve_step(
     session: Session,
     step: Step,
@@ -98,22 +160,30 @@ def resolve_step(
     severity: Severity,
     at: datetime,
     tz: ZoneInfo,
+    directory: Directory | None = None,
 ) -> list[Recipient]:
     """The people a step reaches now: its targets in order, each person once (first place wins).
 
     Staff come from the roster (inactive accounts never; those without a phone are kept). For
     ``acting_relatives``, the resident's acting relatives in priority order who want this alarm
-    now (``relative_wants``). Reads only; runs inside the caller's transaction.
+    now (``relative_wants``). Reads only; runs inside the caller's transaction. A ``directory``
+    for the same instant saves the lookups when many alarms are resolved together.
     """
     if at.tzinfo is None:
         raise ValueError("naive datetime: resolve_step needs an aware instant")
-    at_local = at.astimezone(tz)
+    people = directory if directory is not None else Directory(session, at, tz)
     seen: set[tuple[RecipientKind, int]] = set()
     result: list[Recipient] = []
     for target in step.targets:
-        for recipient in _target_recipients(
-            session, target, zone_id, resident_id, alarm_type, severity, at, at_local, tz
-        ):
+        if target.kind == "acting_relatives":
+            found = [
+                _relative(r)
+                for r in people.relatives(resident_id, RelativeRole.ACTING)
+                if relative_wants(r, alarm_type, severity, people.at_local)
+            ]
+        else:
+            found = people.staff(target, zone_id)
+        for recipient in found:
             if recipient.key not in seen:
                 seen.add(recipient.key)
                 result.append(recipient)
@@ -127,6 +197,7 @@ def informed_relatives(
     severity: Severity,
     at: datetime,
     tz: ZoneInfo,
+    directory: Directory | None = None,
 ) -> list[Recipient]:
     """The resident's informed relatives who want this alarm now, in priority order.
 
@@ -134,41 +205,12 @@ def informed_relatives(
     """
     if at.tzinfo is None:
         raise ValueError("naive datetime: informed_relatives needs an aware instant")
-    at_local = at.astimezone(tz)
+    people = directory if directory is not None else Directory(session, at, tz)
     return [
         _relative(r)
-        for r in _relatives(session, resident_id, RelativeRole.INFORMED)
-        if relative_wants(r, alarm_type, severity, at_local)
+        for r in people.relatives(resident_id, RelativeRole.INFORMED)
+        if relative_wants(r, alarm_type, severity, people.at_local)
     ]
-
-
-def _target_recipients(
-    session: Session,
-    target: Target,
-    zone_id: int,
-    resident_id: int,
-    alarm_type: str,
-    severity: Severity,
-    at: datetime,
-    at_local: datetime,
-    tz: ZoneInfo,
-) -> list[Recipient]:
-    staff: list[StaffUser]
-    if target.kind == "acting_relatives":
-        return [
-            _relative(r)
-            for r in _relatives(session, resident_id, RelativeRole.ACTING)
-            if relative_wants(r, alarm_type, severity, at_local)
-        ]
-    if target.kind == "on_duty":
-        staff = roster.on_duty(session, zone_id, at, tz)
-    elif target.kind == "zone_staff":
-        staff = roster.zone_staff(session, zone_id, None if target.role is None else {target.role})
-    elif target.kind == "role":
-        staff = [] if target.role is None else roster.role_staff(session, zone_id, target.role)
-    else:
-        staff = roster.named_staff(session, target.user_ids)
-    return [_staff(u) for u in staff]
 
 
 def _relatives(session: Session, resident_id: int, role: RelativeRole) -> list[Relative]:

@@ -24,6 +24,7 @@ from hub.notify.sender import ProviderError, Sender
 from hub.rules.timers import ManualTimer
 from hub.storage.db import make_engine, make_sessionmaker
 from hub.storage.models import (
+    Alarm,
     AlarmEscalation,
     AlarmStatus,
     Home,
@@ -326,3 +327,78 @@ def test_relatives_get_a_signed_link_that_shows_only_this_alarm(
     token = link.rsplit("/", 1)[1]
     assert verify_relative_link(token, now=T0, secret="s3cret") == (alarm_id, per_id)
     assert verify_relative_link(token, now=T0 + timedelta(hours=2), secret="s3cret") is None
+
+
+def test_one_tick_advances_many_alarms_with_a_constant_number_of_statements(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The tick is bulk: the statements it runs do not grow with the alarms it advances, and
+    every alarm still gets its own messages, timeline entries and 'notified' transition."""
+    from sqlalchemy import event
+
+    residents = seed(session_factory, residents=40)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+
+    def statements_for(resident_ids: list[int]) -> int:
+        for r in resident_ids:
+            open_alarm(session_factory, r, clock.now())
+        seen: list[str] = []
+        bind = session_factory.kw["bind"]
+
+        def count(*args: object) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(bind, "before_cursor_execute", count)
+        try:
+            assert engine.tick() == len(resident_ids)
+        finally:
+            event.remove(bind, "before_cursor_execute", count)
+        clock.advance(timedelta(seconds=1))
+        return len(seen)
+
+    few = statements_for(residents[:2])
+    many = statements_for(residents[2:])
+    assert many == few, f"2 alarms took {few} statements, 38 took {many}"
+    with session_factory() as s:
+        for r in residents:
+            alarm = s.scalars(select(Alarm).where(Alarm.resident_id == r)).one()
+            assert alarm.status == AlarmStatus.NOTIFIED
+            timeline = alarms.get_alarm(s, alarm.id).timeline
+            kinds = [(e.kind, e.to_status) for e in timeline]
+            # opened, informed relative's SMS, step 1 (portal + SMS to Nina), then notified
+            assert kinds == [
+                ("transition", "open"),
+                ("notification", None),
+                ("notification", None),
+                ("notification", None),
+                ("transition", "notified"),
+            ]
+            notes = s.scalars(select(Notification).where(Notification.alarm_id == alarm.id)).all()
+            named = {e.detail["notification_id"] for e in timeline if e.kind == "notification"}
+            assert named == {n.id for n in notes}
+
+
+@pytest.mark.postgres
+def test_an_alarm_a_person_holds_is_left_for_the_next_tick_not_waited_for(pg_url: str) -> None:
+    """While a nurse's transaction holds the alarm, the tick skips it (no wait, no deadlock);
+    the step runs on the next tick once the lock is gone."""
+    engine_db = make_engine(pg_url)
+    factory = make_sessionmaker(engine_db)
+    try:
+        kari, ola = seed(factory, residents=2)
+        clock = FakeClock(T0)
+        held = open_alarm(factory, kari, clock.now())
+        free = open_alarm(factory, ola, clock.now())
+        engine = EscalationEngine(factory, clock, ManualTimer(), CTX)
+        with factory() as nurse, nurse.begin():
+            alarms.lock_alarms(nurse, [held])
+            assert engine.tick() == 1  # only the free one
+        with factory() as s:
+            assert s.get(Alarm, free).status == AlarmStatus.NOTIFIED
+            assert s.get(Alarm, held).status == AlarmStatus.OPEN
+        assert engine.tick() == 1
+        with factory() as s:
+            assert s.get(Alarm, held).status == AlarmStatus.NOTIFIED
+    finally:
+        engine_db.dispose()

@@ -28,6 +28,7 @@ from care_portal.routers import (
     board,
     events,
     health,
+    installer,
     overview,
     relative,
     reports,
@@ -106,6 +107,7 @@ def create_app(
     app.include_router(roster.router)
     app.include_router(reports.router)
     app.include_router(audit.router)
+    app.include_router(installer.router)
     relative.warn_if_unconfigured(settings)
     return app
 

@@ -64,10 +64,14 @@ class VirtualDevice:
     room: str | None = None
     clock: Clock = field(default_factory=SystemClock)
     tz: tzinfo = UTC
+    # The device's HMAC key (native only): its events then carry "sig" (docs/mqtt.md).
+    hmac_key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.type = DeviceType(self.type)
         self.protocol = Protocol(self.protocol)
+        if self.hmac_key is not None and self.protocol is not Protocol.NATIVE:
+            raise ValueError("only native devices sign payloads (the Zigbee2MQTT bridge cannot)")
 
     @property
     def is_native(self) -> bool:
@@ -101,14 +105,16 @@ class VirtualDevice:
             if status != "fall":
                 raise UnsupportedEvent(f"native fall events have no {status!r} state")
             ts, seq = self._stamp()
-            return payloads.native_fall(
-                self.home_id,
-                self.identifier,
-                ts=ts,
-                seq=seq,
-                confidence=confidence,
-                battery=self.battery,
-                tamper=self.tamper,
+            return self._signed(
+                payloads.native_fall(
+                    self.home_id,
+                    self.identifier,
+                    ts=ts,
+                    seq=seq,
+                    confidence=confidence,
+                    battery=self.battery,
+                    tamper=self.tamper,
+                )
             )
         if confidence is not None:
             raise UnsupportedEvent("Zigbee2MQTT fall radars report no confidence")
@@ -125,14 +131,16 @@ class VirtualDevice:
         self._require(EventKind.DOOR)
         if self.is_native:
             ts, seq = self._stamp()
-            return payloads.native_door(
-                self.home_id,
-                self.identifier,
-                open=open,
-                ts=ts,
-                seq=seq,
-                battery=self.battery,
-                tamper=self.tamper,
+            return self._signed(
+                payloads.native_door(
+                    self.home_id,
+                    self.identifier,
+                    open=open,
+                    ts=ts,
+                    seq=seq,
+                    battery=self.battery,
+                    tamper=self.tamper,
+                )
             )
         return payloads.z2m_door(
             self.identifier,
@@ -147,14 +155,16 @@ class VirtualDevice:
         self._require(EventKind.MOTION)
         if self.is_native:
             ts, seq = self._stamp()
-            return payloads.native_motion(
-                self.home_id,
-                self.identifier,
-                motion=detected,
-                ts=ts,
-                seq=seq,
-                battery=self.battery,
-                tamper=self.tamper,
+            return self._signed(
+                payloads.native_motion(
+                    self.home_id,
+                    self.identifier,
+                    motion=detected,
+                    ts=ts,
+                    seq=seq,
+                    battery=self.battery,
+                    tamper=self.tamper,
+                )
             )
         return payloads.z2m_motion(
             self.identifier,
@@ -169,14 +179,16 @@ class VirtualDevice:
         self._require(EventKind.BUTTON)
         if self.is_native:
             ts, seq = self._stamp()
-            return payloads.native_button(
-                self.home_id,
-                self.identifier,
-                action=action,
-                ts=ts,
-                seq=seq,
-                battery=self.battery,
-                tamper=self.tamper,
+            return self._signed(
+                payloads.native_button(
+                    self.home_id,
+                    self.identifier,
+                    action=action,
+                    ts=ts,
+                    seq=seq,
+                    battery=self.battery,
+                    tamper=self.tamper,
+                )
             )
         return payloads.z2m_button(
             self.identifier,
@@ -217,6 +229,11 @@ class VirtualDevice:
                 f"{self.identifier} is a {self.type.value} and cannot report {kind.value}"
                 f" events (it reports: {can})"
             )
+
+    def _signed(self, message: MqttMessage) -> MqttMessage:
+        """Events of a device with a key are signed; its status and last will are not (the
+        will is fixed at connect time, and the hub does not require signed statuses)."""
+        return message if self.hmac_key is None else payloads.signed(message, self.hmac_key)
 
     def _stamp(self) -> tuple[datetime, int]:
         self.seq += 1

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from devices.signing import sign_payload
+
 NATIVE_PREFIX = "carehub/v1"
 Z2M_PREFIX = "zigbee2mqtt"
 
@@ -142,6 +144,14 @@ def native_status(
     if rssi is not None:
         body["rssi"] = _int(rssi, "rssi")
     return MqttMessage(native_status_topic(home_id, device_id), _dump(body), retain=True)
+
+
+def signed(message: MqttMessage, key: bytes) -> MqttMessage:
+    """``message`` with its ``sig`` added: HMAC-SHA256 under the device's key, as the hub checks
+    it (devices/signing.py, docs/mqtt.md "Signed payloads"). Only native JSON payloads sign."""
+    if not message.topic.startswith(f"{NATIVE_PREFIX}/"):
+        raise ValueError("only native carehub/v1 payloads can be signed (Zigbee2MQTT cannot)")
+    return MqttMessage(message.topic, sign_payload(message.payload, key), message.retain)
 
 
 # --- Zigbee2MQTT --------------------------------------------------------------------------------

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 from starlette.responses import Response
 
@@ -27,7 +29,9 @@ from hub.storage.models import (
     EscalationPolicy,
     Home,
     Resident,
+    RuleState,
     SensorEvent,
+    Severity,
     StaffRole,
     StaffUser,
     Zone,
@@ -42,6 +46,10 @@ CareStaffDep = Annotated[
 ]
 # Who may change which escalation policy a resident has.
 PLANNER_ROLES = frozenset({StaffRole.COORDINATOR, StaffRole.ADMIN})
+# Who may change a resident's rule settings: the same planners. Turning fall detection off or
+# stretching a grace time changes who gets help and when, so it is a planning decision taken
+# in the office; nurses see every setting in force on the profile.
+RULE_EDITOR_ROLES = PLANNER_ROLES
 
 ACTIVITY_DAYS = 7
 RECENT_ALARMS_LIMIT = 10
@@ -139,6 +147,111 @@ def rule_settings(overrides: dict[str, Any] | None) -> tuple[list[RuleSetting], 
     return settings, error
 
 
+@dataclass(frozen=True, slots=True)
+class RuleField:
+    """One input of the rule settings form."""
+
+    key: str
+    kind: str  # bool, int, float, time, severity
+    value: str  # the form's text (a checkbox: "on" or "")
+    optional: bool  # may be left empty (no limit)
+    error: str | None
+
+
+def rule_field_kind(name: str) -> tuple[str, bool]:
+    """(kind, optional) of a ``RuleConfig`` field, from its type annotation."""
+    annotation = RuleConfig.model_fields[name].annotation
+    optional = False
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        optional = len(members) < len(get_args(annotation))
+        annotation = members[0]
+    kinds: dict[object, str] = {
+        bool: "bool",
+        int: "int",
+        float: "float",
+        time: "time",
+        Severity: "severity",
+    }
+    return kinds[annotation], optional
+
+
+def rule_form_value(value: object) -> str:
+    """A setting as the form shows it."""
+    if isinstance(value, bool):
+        return "on" if value else ""
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def rule_form_fields(values: Mapping[str, str], errors: Mapping[str, str]) -> list[RuleField]:
+    """Every setting as a form input, in the model's order, with its error if any."""
+    fields = []
+    for name in RuleConfig.model_fields:
+        kind, optional = rule_field_kind(name)
+        fields.append(RuleField(name, kind, values.get(name, ""), optional, errors.get(name)))
+    return fields
+
+
+def _limit(value: object) -> str:
+    """A model limit as people write it: 1, not 1.0."""
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def parse_rule_form(
+    form: Mapping[str, str], t: Translator
+) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The resident's overrides from the posted form, or the errors per field.
+
+    Overrides are the settings that differ from the defaults, in JSON form (times ``HH:MM:SS``,
+    severities by name): a default changed later still reaches every resident who kept it.
+    A checkbox that is not sent is off (browsers send nothing for an unchecked box).
+    """
+    parsed: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in RuleConfig.model_fields:
+        kind, optional = rule_field_kind(name)
+        raw = form.get(name, "").strip()
+        if kind == "bool":
+            parsed[name] = raw not in ("", "0", "off", "false")
+            continue
+        if raw == "" and optional:
+            parsed[name] = None
+            continue
+        try:
+            if kind == "int":
+                parsed[name] = int(raw)
+            elif kind == "float":
+                parsed[name] = float(raw.replace(",", "."))
+            elif kind == "time":
+                parsed[name] = time.fromisoformat(raw).replace(second=0, microsecond=0)
+            else:
+                parsed[name] = Severity(raw)
+        except ValueError:
+            errors[name] = t(f"residents.rule_error_{kind}")
+    if errors:
+        return None, errors
+    try:
+        config = RuleConfig.model_validate(parsed)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            limits = error.get("ctx") or {}
+            if error["type"] == "greater_than_equal":
+                errors[name] = t("residents.rule_error_min", limit=_limit(limits.get("ge")))
+            elif error["type"] == "less_than_equal":
+                errors[name] = t("residents.rule_error_max", limit=_limit(limits.get("le")))
+            else:
+                errors[name] = str(error["msg"])
+        return None, errors
+    chosen = config.model_dump(mode="json")
+    defaults = RuleConfig().model_dump(mode="json")
+    return {k: v for k, v in chosen.items() if v != defaults[k]}, {}
+
+
 def load_resident(session: Session, resident_id: int) -> Resident:
     """The resident with home, rooms, devices and relatives, or 404."""
     resident = session.scalar(
@@ -208,6 +321,13 @@ def profile_context(
         if d.retired_at is None
     ]
     settings, settings_error = rule_settings(resident.rule_config)
+    try:
+        in_force = RuleConfig.model_validate(resident.rule_config or {})
+    except ValidationError:
+        in_force = RuleConfig()
+    rule_values = {
+        name: rule_form_value(getattr(in_force, name)) for name in RuleConfig.model_fields
+    }
     relatives = [
         RelativeRow(
             name=r.name,
@@ -263,6 +383,10 @@ def profile_context(
         "absence_error": None,
         "absence_value": "",
         "policy_error": None,
+        "can_edit_rules": user.role in RULE_EDITOR_ROLES,
+        "rule_fields": rule_form_fields(rule_values, {}),
+        "rules_error": False,
+        "severities": [s.value for s in Severity],
     }
 
 
@@ -434,5 +558,74 @@ def set_absence(
     session.commit()
     return RedirectResponse(
         request.url_for("resident", resident_id=resident.id).path + "?saved=absence",
+        status_code=status.HTTP_303_SEE_OTHER,
+    )
+
+
+async def posted_form(request: Request) -> dict[str, str]:
+    """The posted form's text fields (the rule form has one per setting)."""
+    form = await request.form()
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+RuleEditorDep = Annotated[StaffUser, Depends(require_roles(*RULE_EDITOR_ROLES))]
+
+
+@router.post("/residents/{resident_id}/rules", name="resident_rules")
+def set_rule_settings(
+    request: Request,
+    resident_id: int,
+    user: RuleEditorDep,
+    _csrf: CsrfDep,
+    session: SessionDep,
+    clock: ClockDep,
+    tz: TimezoneDep,
+    t: TranslatorDep,
+    templates: TemplatesDep,
+    form: Annotated[dict[str, str], Depends(posted_form)],
+) -> Response:
+    """Save the resident's rule settings (``action=reset``: back to the defaults).
+
+    The rules read a resident's settings afresh for every event batch and every due run, so
+    the next event uses them. Timers already running were set under the old settings (an
+    inactivity stopwatch of 12 h, say): the resident's next due time is set to now, so the
+    hub's next due run (at the latest its 60 s safety tick) recomputes them.
+    """
+    now = clock.now()
+    resident = load_resident(session, resident_id)
+    previous = resident.rule_config
+    if form.get("action") == "reset":
+        overrides: dict[str, Any] | None = {}
+    else:
+        overrides, errors = parse_rule_form(form, t)
+        if overrides is None:
+            values = {name: form.get(name, "") for name in RuleConfig.model_fields}
+            return render_profile_error(
+                request,
+                session,
+                resident,
+                user=user,
+                now=now,
+                tz=tz,
+                t=t,
+                templates=templates,
+                errors={"rule_fields": rule_form_fields(values, errors), "rules_error": True},
+            )
+    resident.rule_config = overrides or None
+    session.execute(
+        update(RuleState).where(RuleState.resident_id == resident.id).values(next_due_at=now)
+    )
+    audit(
+        session,
+        request=request,
+        user=user,
+        action="resident.rules",
+        now=now,
+        resident_id=resident.id,
+        detail={"from": previous or {}, "to": overrides or {}},
+    )
+    session.commit()
+    return RedirectResponse(
+        request.url_for("resident", resident_id=resident.id).path + "?saved=rules#rules",
         status_code=status.HTTP_303_SEE_OTHER,
     )

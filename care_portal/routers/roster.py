@@ -163,9 +163,11 @@ def _roster_page(
     templates: TemplatesDep,
     form_error: FormError | None = None,
 ) -> HTMLResponse:
-    staff = session.scalars(
-        select(StaffUser).where(StaffUser.active.is_(True)).order_by(StaffUser.display_name)
-    ).all()
+    # Display names are encrypted at rest: sorted here, not in SQL (that would sort ciphertexts).
+    staff = sorted(
+        session.scalars(select(StaffUser).where(StaffUser.active.is_(True))),
+        key=lambda u: (u.display_name.casefold(), u.id),
+    )
     return render(
         templates,
         request,

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from care_portal.auth import authenticate
@@ -455,7 +455,7 @@ def login_totp_submit(
     method: str | None = None
     code = code.strip()
     recovery_code = recovery_code.strip()
-    if code and totp.verify(user.totp_secret, code, now=now):
+    if code and _claim_totp_code(session, user, code, now=now):
         method = "totp"
     elif recovery_code:
         left = recovery.consume(list(user.recovery_codes or []), recovery_code)
@@ -496,6 +496,30 @@ def login_totp_submit(
     response = _redirect(next_url)
     set_session_cookie(response, token, secure=settings.security.secure_cookies, max_age=ttl_s)
     return response
+
+
+def _claim_totp_code(session: Session, user: StaffUser, code: str, *, now: datetime) -> bool:
+    """Accept ``code`` once: its time step must be later than the last one ``user`` used.
+
+    The step is recorded with a conditional UPDATE, so of two sign-ins racing with one code
+    (a replay from a proxy log, say) only the first wins; a refused replay counts toward the
+    lockout like a wrong code. The enrolment code is recorded too, so it cannot sign in again.
+    """
+    if not user.totp_secret:
+        return False
+    step = totp.accepted_step(user.totp_secret, code, now=now, last_step=user.totp_last_step)
+    if step is None:
+        return False
+    claimed = session.execute(
+        update(StaffUser)
+        .where(
+            StaffUser.id == user.id,
+            or_(StaffUser.totp_last_step.is_(None), StaffUser.totp_last_step < step),
+        )
+        .values(totp_last_step=step)
+        .execution_options(synchronize_session="fetch")
+    )
+    return int(getattr(claimed, "rowcount", 0)) == 1
 
 
 def _locked_out(
@@ -596,7 +620,7 @@ def account_totp_submit(
         )
     if not user.totp_secret:
         return _redirect(_with_next("/account/totp", next_url))
-    if not totp.verify(user.totp_secret, code, now=now):
+    if not _claim_totp_code(session, user, code, now=now):
         return _enrol_page(
             request,
             templates,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from datetime import datetime
 from typing import Final
@@ -14,6 +15,8 @@ ISSUER: Final = "CareHub"
 CODE_DIGITS: Final = 6
 # One 30 s step either side: a phone clock a little off still works.
 VALID_WINDOW: Final = 1
+# Seconds per time step (RFC 6238 default; what authenticator apps use).
+STEP_S: Final = 30
 
 _SIZE_ATTRS = re.compile(r'\s(width|height)="[^"]*"')
 
@@ -34,11 +37,37 @@ def normalise_code(code: str) -> str:
 
 
 def verify(secret: str, code: str, *, now: datetime) -> bool:
-    """Whether ``code`` is the TOTP of ``secret`` at ``now`` (± one step)."""
+    """Whether ``code`` is the TOTP of ``secret`` at ``now`` (± one step).
+
+    Says nothing about replay: sign-in uses ``accepted_step`` with the last step it accepted.
+    """
+    return accepted_step(secret, code, now=now, last_step=None) is not None
+
+
+def time_step(now: datetime) -> int:
+    """The RFC 6238 time step (counter) of ``now`` (timezone-aware): Unix seconds // 30."""
+    return int(now.timestamp()) // STEP_S
+
+
+def accepted_step(secret: str, code: str, *, now: datetime, last_step: int | None) -> int | None:
+    """The time step whose code ``code`` is (within ± one step of ``now``), or ``None``.
+
+    A code is single-use: a step at or before ``last_step`` (the last one this user signed in
+    with) is refused, so a code seen over a shoulder or in a proxy log cannot be replayed
+    within the 90 s it would otherwise stay valid. Steps are tried newest first, so a code
+    that matches two steps (a 1-in-a-million coincidence) is bound to the later one.
+    """
     digits = normalise_code(code)
     if len(digits) != CODE_DIGITS or not digits.isdigit():
-        return False
-    return bool(pyotp.TOTP(secret).verify(digits, for_time=now, valid_window=VALID_WINDOW))
+        return None
+    generator = pyotp.TOTP(secret)
+    current = time_step(now)
+    for step in range(current + VALID_WINDOW, current - VALID_WINDOW - 1, -1):
+        if last_step is not None and step <= last_step:
+            break
+        if hmac.compare_digest(str(generator.generate_otp(step)), digits):
+            return step
+    return None
 
 
 def qr_svg(uri: str, *, label: str) -> str:

@@ -205,7 +205,7 @@ class StaffUser(Base):
     __tablename__ = "staff_users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
-    display_name: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(EncryptedString("staff_users.display_name"))
     role: Mapped[StaffRole] = mapped_column(_enum(StaffRole, "staff_role"))
     password_hash: Mapped[str] = mapped_column(String(255))
     phone: Mapped[str | None] = mapped_column(EncryptedString("staff_users.phone"))
@@ -214,7 +214,10 @@ class StaffUser(Base):
     language: Mapped[str] = mapped_column(String(8), default="nb", server_default="nb")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # TOTP two-factor: the shared secret (set at enrolment) and whether it was confirmed
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(EncryptedString("staff_users.totp_secret"))
+    # The last accepted TOTP time step (Unix time // 30): a code of this step or an earlier
+    # one is refused, so an overheard code cannot be replayed inside its validity window.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # argon2 hashes of unused one-time recovery codes
     recovery_codes: Mapped[list[str] | None] = mapped_column(JSON)
@@ -440,8 +443,10 @@ class Notification(Base):
     purpose: Mapped[str] = mapped_column(String(16))
     recipient_kind: Mapped[str] = mapped_column(String(16))  # staff, relative
     recipient_id: Mapped[int] = mapped_column(Integer)
-    to_number: Mapped[str | None] = mapped_column(String(32), index=True)
-    body: Mapped[str] = mapped_column(Text)
+    # Encrypted (a phone number, and the SMS text names the resident). Nothing looks a
+    # notification up by number: replies find the person by the staff/relative phone index.
+    to_number: Mapped[str | None] = mapped_column(EncryptedString("notifications.to_number"))
+    body: Mapped[str] = mapped_column(EncryptedString("notifications.body"))
     # queued, sending, sent, delivered, failed, undelivered, cancelled
     status: Mapped[str] = mapped_column(String(16))
     provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)

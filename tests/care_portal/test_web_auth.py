@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
 from care_portal.app import create_app
 from care_portal.security import lockout, recovery, totp
 from care_portal.security.lockout import AddressLimiter, LockState
 from care_portal.web_session import SESSION_COOKIE
+from hub.cli import app as cli_app
 from hub.clock import FakeClock
 from hub.config import SecuritySettings, Settings
+from hub.storage import crypto
+from hub.storage.db import make_engine, make_sessionmaker
+from hub.storage.migrate import upgrade
 from hub.storage.models import AuditEntry, StaffRole, StaffUser, WebSession
 from tests.care_portal.api_seed import PASSWORD, add_alarms, add_staff, resident_ids
 from tests.care_portal.conftest import SignIn
 from tests.care_portal.seed import T0, seed_portal_data
+from tests.fixtures.databases import MakePgDatabase
 
 MakeClient = Callable[..., TestClient]
 
@@ -320,6 +329,157 @@ def test_demo_mode_needs_no_second_factor(seeded: sessionmaker[Session], clock: 
         assert is_signed_in(client)
 
 
+def totp_code_step(client: TestClient, code: str) -> Response:
+    """Sign ``client`` in as the nurse: her password, then ``code`` as the second factor."""
+    sign_in_with_password(client)
+    csrf = csrf_in(client.get("/login/totp").text)
+    return client.post("/login/totp", data={"code": code, "csrf_token": csrf})
+
+
+def test_a_totp_code_signs_in_once_even_inside_its_window(
+    make_client: MakeClient, seeded: sessionmaker[Session], clock: FakeClock
+) -> None:
+    secret, _codes = give_totp(seeded)
+    code = pyotp.TOTP(secret).at(clock.now())
+    first = make_client()
+    assert totp_code_step(first, code).status_code == 303
+    assert is_signed_in(first)
+
+    # Someone who saw the code (over a shoulder, in a proxy log) tries it 20 s later.
+    clock.advance(timedelta(seconds=20))
+    replay = make_client()
+    refused = totp_code_step(replay, code)
+
+    assert refused.status_code == 400
+    assert "Koden stemmer ikke" in refused.text
+    assert not is_signed_in(replay)
+    assert audit_actions(seeded, "nurse") == ["login", "login_failed"]
+    with seeded() as session:
+        nurse = session.scalars(select(StaffUser).where(StaffUser.username == "nurse")).one()
+        assert nurse.failed_logins == 1  # a replay counts toward the lockout
+        assert nurse.totp_last_step == totp.time_step(clock.now() - timedelta(seconds=20))
+
+    # The next step's code works; after it, the still-valid code of the step before does not.
+    clock.advance(timedelta(seconds=30))
+    later = make_client()
+    assert totp_code_step(later, pyotp.TOTP(secret).at(clock.now())).status_code == 303
+    earlier = pyotp.TOTP(secret).at(clock.now() - timedelta(seconds=30))
+    assert totp.verify(secret, earlier, now=clock.now())  # inside the ± one step window
+    assert totp_code_step(make_client(), earlier).status_code == 400
+
+
+def test_the_enrolment_code_cannot_be_used_again_to_sign_in(
+    make_client: MakeClient, seeded: sessionmaker[Session], clock: FakeClock
+) -> None:
+    client = make_client()
+    sign_in_with_password(client, "coordinator")
+    page = client.get("/account/totp")
+    with seeded() as session:
+        user = session.scalars(select(StaffUser).where(StaffUser.username == "coordinator")).one()
+        secret = user.totp_secret
+    assert secret is not None
+    code = pyotp.TOTP(secret).at(clock.now())
+    done = client.post("/account/totp", data={"code": code, "csrf_token": csrf_in(page.text)})
+    assert done.status_code == 200 and is_signed_in(client)
+
+    again = make_client()
+    sign_in_with_password(again, "coordinator")
+    csrf = csrf_in(again.get("/login/totp").text)
+    replay = again.post("/login/totp", data={"code": code, "csrf_token": csrf})
+
+    assert replay.status_code == 400
+    assert not is_signed_in(again)
+
+
+def test_the_totp_secret_and_the_display_name_are_stored_encrypted(
+    seeded: sessionmaker[Session],
+) -> None:
+    saved = replace(crypto._state)
+    crypto.configure_keys([crypto.generate_key()])
+    try:
+        secret, _codes = give_totp(seeded)  # written under the key
+        with seeded() as session, session.begin():
+            nurse = session.scalars(select(StaffUser).where(StaffUser.username == "nurse")).one()
+            nurse.display_name = "Nina Sykepleier"
+        with seeded() as session:
+            stored_secret, stored_name = session.execute(
+                text("SELECT totp_secret, display_name FROM staff_users WHERE username = 'nurse'")
+            ).one()
+            nurse = session.scalars(select(StaffUser).where(StaffUser.username == "nurse")).one()
+            assert (nurse.totp_secret, nurse.display_name) == (secret, "Nina Sykepleier")
+        assert stored_secret.startswith("v1:") and secret not in stored_secret
+        assert stored_name.startswith("v1:") and "Nina" not in stored_name
+    finally:
+        crypto._state.ring = saved.ring
+        crypto._state.configured = saved.configured
+        crypto._state.warned = saved.warned
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+    ids=["sqlite", "postgres"],
+)
+def unmigrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database that was never migrated."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'before-0007.db'}"
+    make_pg_database: MakePgDatabase = request.getfixturevalue("make_pg_database")
+    return make_pg_database()
+
+
+def test_a_secret_from_before_0007_still_signs_in_and_keys_rotate_encrypts_it(
+    unmigrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0007 changes types only: a clear TOTP secret and name stay readable, and
+    ``carehub keys rotate`` encrypts them (with the step memory starting empty)."""
+    secret = totp.new_secret()
+    upgrade(unmigrated_url, "0006")
+    engine = make_engine(unmigrated_url)
+    saved = replace(crypto._state)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO staff_users (id, username, display_name, role, password_hash, "
+                    "totp_secret, totp_enabled, language, active, failed_logins, created_at) "
+                    "VALUES (1, 'nina', 'Nina Sykepleier', 'nurse', 'x', :s, true, 'nb', true, "
+                    "0, :t)"
+                ),
+                {"s": secret, "t": T0},
+            )
+        upgrade(unmigrated_url)
+        key = crypto.generate_key()
+        crypto.configure_keys([key])
+        factory = make_sessionmaker(engine)
+        with factory() as session:
+            nina = session.get_one(StaffUser, 1)
+            assert (nina.display_name, nina.totp_secret, nina.totp_last_step) == (
+                "Nina Sykepleier",
+                secret,
+                None,
+            )
+
+        monkeypatch.setenv("CAREHUB_DATABASE__URL", unmigrated_url)
+        monkeypatch.setenv("CAREHUB_SECURITY__DATA_KEYS", json.dumps([key]))
+        result = CliRunner().invoke(cli_app, ["keys", "rotate"])
+        assert result.exit_code == 0, result.output
+
+        with engine.connect() as connection:
+            stored = connection.execute(
+                text("SELECT display_name, totp_secret FROM staff_users WHERE id = 1")
+            ).one()
+        assert all(value.startswith("v1:") for value in stored)
+        assert secret not in stored[1] and "Nina" not in stored[0]
+        with factory() as session:
+            nina = session.get_one(StaffUser, 1)
+            assert (nina.display_name, nina.totp_secret) == ("Nina Sykepleier", secret)
+    finally:
+        crypto._state.ring = saved.ring
+        crypto._state.configured = saved.configured
+        crypto._state.warned = saved.warned
+        engine.dispose()
+
+
 # --- Lockout -----------------------------------------------------------------------------------
 
 
@@ -472,3 +632,17 @@ def test_totp_accepts_one_step_of_clock_drift_and_no_more() -> None:
     assert totp.verify(secret, f"{code[:3]} {code[3:]}", now=T0)
     uri = totp.provisioning_uri(secret, "kari")
     assert uri.startswith("otpauth://totp/CareHub:kari?") and "issuer=CareHub" in uri
+
+
+def test_totp_steps_are_single_use_and_bound_to_the_newest_matching_step() -> None:
+    secret = totp.new_secret()
+    step = totp.time_step(T0)
+    code = pyotp.TOTP(secret).at(T0)
+
+    assert totp.accepted_step(secret, code, now=T0, last_step=None) == step
+    assert totp.accepted_step(secret, code, now=T0, last_step=step - 1) == step
+    assert totp.accepted_step(secret, code, now=T0, last_step=step) is None
+    assert totp.accepted_step(secret, code, now=T0 + timedelta(seconds=30), last_step=step) is None
+    following = pyotp.TOTP(secret).at(T0 + timedelta(seconds=30))
+    assert totp.accepted_step(secret, following, now=T0, last_step=step) == step + 1
+    assert totp.accepted_step(secret, "12345", now=T0, last_step=None) is None

@@ -108,6 +108,9 @@ def create_app(
     app.include_router(reports.router)
     app.include_router(audit.router)
     app.include_router(installer.router)
+    broker_sync = installer.broker_sync_from(settings)
+    if broker_sync is not None:
+        setattr(app.state, installer.BROKER_AUTH_STATE, broker_sync)
     relative.warn_if_unconfigured(settings)
     return app
 

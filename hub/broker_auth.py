@@ -241,6 +241,22 @@ def reload_broker(target: int | Reloadable) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class PidFileReload:
+    """Reload the Mosquitto whose ``pid_file`` this is; the pid is read at each reload, so a
+    restarted broker is found again."""
+
+    pid_file: Path
+
+    def reload(self) -> None:
+        try:
+            pid = int(self.pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError) as exc:
+            problem = f"cannot read Mosquitto's pid from {self.pid_file}: {exc}"
+            raise BrokerAuthError(problem) from exc
+        os.kill(pid, signal.SIGHUP)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerAuthPaths:
     """Where the broker's config points ``password_file`` and ``acl_file``."""
 

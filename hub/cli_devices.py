@@ -15,7 +15,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from hub import devices_admin as admin
-from hub.broker_auth import BrokerAuthError, BrokerAuthPaths, sync_broker_auth
+from hub.broker_auth import BrokerAuthError, BrokerAuthPaths, PidFileReload, sync_broker_auth
 from hub.clock import SystemClock
 from hub.config import Settings
 from hub.storage.db import make_engine, make_sessionmaker, transaction
@@ -323,18 +323,35 @@ def walk_finish(
 
 @broker_app.command("sync")
 def broker_sync(
-    password_file: Annotated[Path, typer.Option("--password-file", help="Mosquitto's file.")],
-    acl_file: Annotated[Path, typer.Option("--acl-file", help="Mosquitto's ACL file.")],
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="Mosquitto's file (default: broker.password_file)."),
+    ] = None,
+    acl_file: Annotated[
+        Path | None,
+        typer.Option("--acl-file", help="Mosquitto's ACL file (default: broker.acl_file)."),
+    ] = None,
     pid: Annotated[
         int | None, typer.Option("--pid", help="Mosquitto's pid: SIGHUP it to reload.")
     ] = None,
 ) -> None:
     """Write the password file and ACL from the database (and reload the broker)."""
     settings = _settings()
+    password_file = password_file or settings.broker.password_file
+    acl_file = acl_file or settings.broker.acl_file
+    if password_file is None or acl_file is None:
+        err.print(
+            "[red]where are Mosquitto's files? Give --password-file and --acl-file, or set "
+            "broker.password_file and broker.acl_file in the settings.[/red]"
+        )
+        raise typer.Exit(2)
+    reload: int | PidFileReload | None = pid
+    if reload is None and settings.broker.pid_file is not None:
+        reload = PidFileReload(settings.broker.pid_file)
     try:
         with _session(settings) as session:
             result = sync_broker_auth(
-                session, BrokerAuthPaths(password_file, acl_file), pid, mqtt=settings.mqtt
+                session, BrokerAuthPaths(password_file, acl_file), reload, mqtt=settings.mqtt
             )
     except (BrokerAuthError, ProcessLookupError, PermissionError) as exc:
         err.print(f"[red]{exc}[/red]")

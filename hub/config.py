@@ -87,6 +87,20 @@ class TwilioSettings(_Section):
     red_sms_delivery_timeout_s: int = Field(default=90, ge=10)
 
 
+class BrokerSettings(_Section):
+    """The broker's login files, when the hub runs beside Mosquitto and keeps them in sync.
+
+    With both files set, the portal's installer pages rewrite them after every device change
+    (and ``carehub broker sync`` needs no options); ``pid_file`` (Mosquitto's ``pid_file``) lets
+    the hub send it SIGHUP to re-read them. Unset: the portal says ``carehub broker sync`` must
+    follow a change.
+    """
+
+    password_file: Path | None = None
+    acl_file: Path | None = None
+    pid_file: Path | None = None
+
+
 class SecuritySettings(_Section):
     """Sign-in, sessions, two-factor, personal data at rest, retention."""
 
@@ -123,6 +137,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     portal: PortalSettings = PortalSettings()
     twilio: TwilioSettings = TwilioSettings()
+    broker: BrokerSettings = BrokerSettings()
     security: SecuritySettings = SecuritySettings()
 
     @field_validator("timezone")

@@ -42,6 +42,7 @@ from hub import devices_admin as admin
 from hub.broker_auth import (
     BrokerAuthError,
     BrokerAuthPaths,
+    PidFileReload,
     Reloadable,
     sync_broker_auth,
     username_problem,
@@ -98,6 +99,15 @@ class PortalBrokerSync:
 
     paths: BrokerAuthPaths
     reload: int | Reloadable | None = None
+
+
+def broker_sync_from(settings: Settings) -> PortalBrokerSync | None:
+    """The broker files the portal keeps in sync, from ``[broker]`` in the settings (or None)."""
+    cfg = settings.broker
+    if cfg.password_file is None or cfg.acl_file is None:
+        return None
+    reload = PidFileReload(cfg.pid_file) if cfg.pid_file is not None else None
+    return PortalBrokerSync(BrokerAuthPaths(cfg.password_file, cfg.acl_file), reload)
 
 
 @dataclass(frozen=True, slots=True)

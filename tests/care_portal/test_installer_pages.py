@@ -536,3 +536,48 @@ def test_every_installer_page_is_translated_into_english(
         assert not re.search(r">\s*installer\.[a-z_.]+", html), f"untranslated key on {path}"
     result = _register(client, installer, device_id="BTN-7", hmac="1")
     assert "Shown this once" in result.text and "HMAC key (base64)" in result.text
+
+
+def test_broker_settings_make_the_portal_keep_the_broker_files_and_reload_it(
+    seeded: sessionmaker[Session], clock: FakeClock, sign_in: SignIn, tmp_path: Path
+) -> None:
+    """``[broker]`` in the settings is all a hub beside Mosquitto needs: the portal rewrites
+    the files after a change and SIGHUPs the pid it reads from Mosquitto's pid file."""
+    import subprocess
+    import sys
+
+    from hub.config import BrokerSettings
+
+    stand_in = subprocess.Popen(  # stands in for Mosquitto: says "reloaded" on SIGHUP, then ends
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGHUP, lambda *a: (print('reloaded'), sys.exit(0)))\n"
+            "print('ready', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert stand_in.stdout is not None and stand_in.stdout.readline().strip() == "ready"
+        pid_file = tmp_path / "mosquitto.pid"
+        pid_file.write_text(f"{stand_in.pid}\n")
+        settings = Settings(
+            timezone="Europe/Oslo",
+            mqtt=HUB_MQTT,
+            broker=BrokerSettings(
+                password_file=tmp_path / "passwd", acl_file=tmp_path / "acl", pid_file=pid_file
+            ),
+        )
+        app = create_app(settings, session_factory=seeded, clock=clock)
+        with TestClient(app, follow_redirects=False) as client:
+            sign_in(client, StaffRole.INSTALLER)
+            result = _register(client, csrf_of(seeded, client))
+        assert 'data-sync="synced"' in result.text
+        assert "BTN-0042:" in (tmp_path / "passwd").read_text()
+        assert stand_in.wait(10) == 0
+        assert stand_in.stdout.read().strip() == "reloaded"
+    finally:
+        if stand_in.poll() is None:
+            stand_in.kill()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from hub.alarms.lifecycle import (
@@ -22,6 +22,7 @@ from hub.storage.models import (
     AlarmStatus,
     AlarmTimelineEntry,
     AuditEntry,
+    Device,
     Notification,
     Relative,
     Resident,
@@ -74,10 +75,20 @@ class AlarmCard:
 
 
 @dataclass(frozen=True, slots=True)
+class TestModeHome:
+    """A home with devices in test mode now: their events escalate nothing until ``until``."""
+
+    home_id: str
+    devices: int
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Board:
     as_of: datetime
     alarms: list[AlarmCard]
     total: int
+    test_mode: list[TestModeHome] = field(default_factory=list)
 
     @property
     def unanswered(self) -> list[AlarmCard]:
@@ -135,7 +146,24 @@ def load_board(session: Session, *, now: datetime, tz: tzinfo) -> Board:
         _card(alarm, label, now=now, tz=tz, taken_by=_actor_name(takers.get(alarm.id), names))
         for alarm, label in shown
     ]
-    return Board(as_of=now.astimezone(tz), alarms=cards, total=len(rows))
+    return Board(
+        as_of=now.astimezone(tz),
+        alarms=cards,
+        total=len(rows),
+        test_mode=_test_mode_homes(session, now=now, tz=tz),
+    )
+
+
+def _test_mode_homes(session: Session, *, now: datetime, tz: tzinfo) -> list[TestModeHome]:
+    """Homes whose active devices are in test mode at ``now`` (so nurses know alarms from them
+    will not come), by home."""
+    rows = session.execute(
+        select(Device.home_id, func.count(), func.max(Device.test_mode_until))
+        .where(Device.retired_at.is_(None), Device.test_mode_until > now)
+        .group_by(Device.home_id)
+        .order_by(Device.home_id)
+    ).all()
+    return [TestModeHome(home, count, until.astimezone(tz)) for home, count, until in rows]
 
 
 def load_alarm_page(

@@ -20,6 +20,7 @@ from hub.storage.models import (
     AlarmStatus,
     AlarmTimelineEntry,
     AuditEntry,
+    Device,
     Notification,
     StaffRole,
 )
@@ -373,3 +374,28 @@ def test_the_alarm_page_shows_the_timeline_with_each_notification_s_delivery(
     kari, _ = resident_ids(session_factory)
     assert audit_actions(session_factory) == [("alarm.read", "test-nurse", kari)]
     assert client.get("/alarms/999999").status_code == 404
+
+
+def test_homes_in_test_mode_are_named_on_the_board_until_test_mode_ends(
+    client: TestClient,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+    sign_in: SignIn,
+) -> None:
+    """A nurse sees which homes' devices are in test mode (they alert nobody) and until when."""
+    from tests.care_portal.seed import FALL_SENSOR, HOME
+
+    sign_in(client, StaffRole.NURSE)
+    with session_factory() as session, session.begin():
+        for device in session.scalars(select(Device)):
+            device.test_mode_until = None
+    assert 'data-testid="test-mode-banner"' not in client.get("/board").text
+    with session_factory() as session, session.begin():
+        device = session.get(Device, FALL_SENSOR)
+        assert device is not None
+        device.test_mode_until = clock.now() + timedelta(minutes=30)
+    html = client.get("/partials/board").text
+    assert 'data-testid="test-mode-banner"' in html
+    assert f"{HOME}: 1 enhet(er) i testmodus til 13:30:00" in text_of(html)  # Oslo time
+    clock.advance(timedelta(minutes=31))
+    assert 'data-testid="test-mode-banner"' not in client.get("/partials/board").text

@@ -8,6 +8,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
@@ -15,7 +16,10 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from hub.alarms import service as alarms
 from hub.cli import app
+from hub.escalation.engine import EscalationContext, start_escalation
+from hub.escalation.policy import ensure_default_policies
 from hub.notify.replies import find_person
 from hub.storage import crypto
 from hub.storage.crypto import (
@@ -28,7 +32,16 @@ from hub.storage.crypto import (
 )
 from hub.storage.db import make_engine, make_sessionmaker, transaction
 from hub.storage.migrate import current, head_revision, upgrade
-from hub.storage.models import Home, Relative, RelativeRole, Resident, StaffRole, StaffUser
+from hub.storage.models import (
+    Home,
+    Notification,
+    Relative,
+    RelativeRole,
+    Resident,
+    Severity,
+    StaffRole,
+    StaffUser,
+)
 from tests.factories import T0, add_home
 from tests.fixtures.databases import MakePgDatabase
 
@@ -44,6 +57,10 @@ ENCRYPTED = (
     ("relatives", "name"),
     ("relatives", "phone"),
     ("staff_users", "phone"),
+    ("staff_users", "display_name"),
+    ("staff_users", "totp_secret"),
+    ("notifications", "to_number"),
+    ("notifications", "body"),
 )
 
 
@@ -83,6 +100,37 @@ def add_people(factory: sessionmaker[Session]) -> tuple[int, int]:
         return relative.id, nurse.id
 
 
+def add_secret_and_outbox(factory: sessionmaker[Session]) -> None:
+    """After ``add_people``: the nurse enrols TOTP, and a fall's escalation queues an SMS to an
+    informed relative (written by the engine's batched outbox INSERT)."""
+    with transaction(factory) as session:
+        nurse = session.scalars(select(StaffUser)).one()
+        nurse.totp_secret = "JBSWY3DPEHPK3PXP"
+        resident = session.scalars(select(Resident)).one()
+        session.add(
+            Relative(
+                resident_id=resident.id,
+                name="Per Nordmann",
+                phone="+4791000009",
+                priority=2,
+                role=RelativeRole.INFORMED,
+                created_at=T0,
+            )
+        )
+        session.flush()
+        ensure_default_policies(session, T0)
+        alarm, _created = alarms.open_or_join(
+            session,
+            now=T0,
+            resident_id=resident.id,
+            home_id=resident.home_id,
+            type="fall",
+            severity=Severity.RED,
+            summary="fall",
+        )
+        start_escalation(session, alarm, now=T0, ctx=EscalationContext(ZoneInfo("Europe/Oslo"), ""))
+
+
 def raw_values(engine: Engine) -> dict[str, str]:
     """``table.column`` → the stored text of every non-NULL encrypted value, bypassing the ORM."""
     found: dict[str, str] = {}
@@ -90,7 +138,7 @@ def raw_values(engine: Engine) -> dict[str, str]:
         for table, column in ENCRYPTED:
             for (value,) in connection.execute(text(f"SELECT {column} FROM {table}")):
                 if value is not None:
-                    found[f"{table}.{column}"] = value
+                    found.setdefault(f"{table}.{column}", value)
     return found
 
 
@@ -99,24 +147,39 @@ def test_personal_fields_are_stored_encrypted_and_read_back_in_clear(
 ) -> None:
     configure_keys([KEY_A])
     add_people(session_factory)
+    add_secret_and_outbox(session_factory)
 
     raw = raw_values(engine)
     assert set(raw) == {f"{t}.{c}" for t, c in ENCRYPTED}
     for name, value in raw.items():
         assert value.startswith("v1:"), name
     joined = " ".join(raw.values())
-    for clear in ("Storgata", "Kari", "Nordmann", "91 00", "91000001", "90000002"):
+    for clear in (
+        "Storgata",
+        "Kari",
+        "Nordmann",
+        "91 00",
+        "91000001",
+        "90000002",
+        "91000009",
+        "Nina S.",
+        "JBSWY3DP",
+    ):
         assert clear not in joined
     assert Fernet(KEY_A).decrypt(raw["relatives.name"][3:].encode()) == b"Ola Nordmann"
 
     with session_factory() as session:
         resident = session.scalars(select(Resident)).one()
-        relative = session.scalars(select(Relative)).one()
+        relative = session.scalars(select(Relative).order_by(Relative.id)).first()
+        assert relative is not None
         nurse = session.scalars(select(StaffUser)).one()
         home = session.get(Home, "h1")
         assert home is not None and home.address == "Storgata 1"
         assert (resident.label, resident.full_name) == ("Kari N.", "Kari Nordmann")
         assert (relative.name, relative.phone, nurse.phone) == ("Ola Nordmann", PHONE, "90000002")
+        assert (nurse.display_name, nurse.totp_secret) == ("Nina S.", "JBSWY3DPEHPK3PXP")
+        sms = session.scalars(select(Notification)).one()
+        assert sms.to_number == "+4791000009" and "Kari N." in sms.body
 
 
 def test_without_keys_values_are_marked_clear_and_a_warning_is_logged(

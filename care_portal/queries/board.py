@@ -163,7 +163,11 @@ def _test_mode_homes(session: Session, *, now: datetime, tz: tzinfo) -> list[Tes
         .group_by(Device.home_id)
         .order_by(Device.home_id)
     ).all()
-    return [TestModeHome(home, count, until.astimezone(tz)) for home, count, until in rows]
+    return [
+        TestModeHome(home, count, until.astimezone(tz))
+        for home, count, until in rows
+        if until is not None  # never: the WHERE clause needs a test_mode_until
+    ]
 
 
 def load_alarm_page(

@@ -16,10 +16,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from devices.events import EventKind
+from devices.signing import decode_key
 from hub.clock import Clock, SystemClock
 from hub.storage.models import DeviceType, Protocol
 from simulators.devices import DevicePublisher, PublisherError, UnsupportedEvent, VirtualDevice
 from simulators.homes import FleetEvent, FleetSummary, HomeFleet
+from simulators.life.cli import scenarios_app
 from simulators.payloads import MqttMessage
 from simulators.twilio_sim import SimConfig, create_app
 from simulators.twilio_sim.config import (
@@ -35,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(scenarios_app, name="scenarios")
 
 T = TypeVar("T")
 
@@ -131,6 +134,14 @@ def event(
     ] = False,
     availability: AvailabilityOpt = AvailabilityStyle.PLAIN,
     timeout: TimeoutOpt = 5.0,
+    hmac_key: Annotated[
+        str | None,
+        typer.Option(
+            "--hmac-key",
+            help="Sign the event with the device's HMAC key (base64, as `carehub device "
+            "register --hmac` prints it). Native only.",
+        ),
+    ] = None,
 ) -> None:
     """Publish one event (QoS 1, waits for the broker's PUBACK) and print it.
 
@@ -138,15 +149,20 @@ def event(
     """
     if seq is None:
         seq = int(clock.now().timestamp() * 1000)
-    virtual = _device(
-        home,
-        device,
-        _KIND_TO_TYPE[kind],
-        protocol,
-        battery=battery,
-        availability=availability,
-        seq=seq - 1,  # the device's last used seq: its next event carries --seq
-        tamper=True if tamper else None,
+    key = _hmac_key(hmac_key)
+    last_seq = seq - 1  # the device's last used seq: its next event carries --seq
+    virtual = _guard(
+        lambda: _device(
+            home,
+            device,
+            _KIND_TO_TYPE[kind],
+            protocol,
+            battery=battery,
+            availability=availability,
+            seq=last_seq,
+            tamper=True if tamper else None,
+            hmac_key=key,
+        )
     )
 
     def build() -> MqttMessage:
@@ -396,6 +412,7 @@ def _device(
     seq: int = 0,
     rssi: int | None = None,
     tamper: bool | None = None,
+    hmac_key: bytes | None = None,
 ) -> VirtualDevice:
     return VirtualDevice(
         identifier=device,
@@ -408,7 +425,16 @@ def _device(
         seq=seq,
         availability_format=availability.value,
         clock=clock,
+        hmac_key=hmac_key,
     )
+
+
+def _hmac_key(text: str | None) -> bytes | None:
+    """The ``--hmac-key`` option as bytes (base64, as the hub prints it); exit 1 when invalid."""
+    if text is None:
+        return None
+    key = text.strip()
+    return _guard(lambda: decode_key(key))
 
 
 def _guard(action: Callable[[], T]) -> T:

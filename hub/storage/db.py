@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,15 +31,108 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {
+            "check_same_thread": False,
+            "timeout": 30,
+            "factory": _QueuedWriterConnection,
+        }
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "before_cursor_execute", _take_write_turn)
         return engine
     kwargs["pool_pre_ping"] = True
     if parsed.get_backend_name() == "postgresql":
         # a network outage must fail a health check or a batch in seconds, not hang it
         kwargs["connect_args"] = {"connect_timeout": 5}
     return create_engine(url, **kwargs)
+
+
+# -- SQLite writers queue in the process ------------------------------------------------------
+# SQLite has one writer. A connection that finds the write lock taken sleeps in SQLite's busy
+# handler (1, 2, 5 … 100 ms between tries) and can lose the race again and again to a thread that
+# writes every few milliseconds (the ingest at 1,000 events/s): the sender's claim of a fresh
+# alarm SMS waited hundreds of ms that way. So writers of one database file take turns on a
+# Python lock, which wakes the next writer the moment a commit ends. Reads never wait for it
+# (WAL). Other processes still meet SQLite's own lock and busy timeout.
+_WRITE = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER)\b", re.IGNORECASE)
+_TURN_WAIT_S = 30.0  # as SQLite's busy timeout; after that the writer goes ahead unqueued
+
+
+class _WriteTurn:
+    """Whose turn it is to write one database file: held by a connection, not a thread, so any
+    thread may end it; a writer waits at most ``_TURN_WAIT_S`` and then proceeds without it
+    (SQLite's own lock still decides), so a bug can never deadlock the hub here."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._holder: object | None = None
+
+    def acquire(self, who: object) -> bool:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._holder is None, _TURN_WAIT_S):
+                return False
+            self._holder = who
+            return True
+
+    def release(self, who: object) -> None:
+        with self._cond:
+            if self._holder is who:
+                self._holder = None
+                self._cond.notify()
+
+
+_write_turns: dict[str, _WriteTurn] = {}
+_write_turns_guard = threading.Lock()
+
+
+def _write_turn(database: str) -> _WriteTurn:
+    with _write_turns_guard:
+        return _write_turns.setdefault(database, _WriteTurn())
+
+
+class _QueuedWriterConnection(sqlite3.Connection):
+    """A sqlite3 connection that holds its file's write turn from its first write to the end of
+    the transaction (commit, rollback or close)."""
+
+    def __init__(self, database: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(database, *args, **kwargs)
+        self.write_turn = _write_turn(str(Path(str(database)).resolve()))
+        self.holds_turn = False
+
+    def take_turn(self) -> None:
+        if not self.holds_turn:
+            self.holds_turn = self.write_turn.acquire(self)
+
+    def _end_turn(self) -> None:
+        if self.holds_turn:
+            self.holds_turn = False
+            self.write_turn.release(self)
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._end_turn()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._end_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._end_turn()
+
+
+def _take_write_turn(
+    conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+) -> None:
+    dbapi = conn.connection.dbapi_connection
+    if isinstance(dbapi, _QueuedWriterConnection) and _WRITE.match(statement):
+        dbapi.take_turn()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -440,8 +440,10 @@ class EscalationEngine:
                 if claimed < DUE_BATCH or ran == 0:
                     break
             self._reschedule()
-        if total and self.on_outbox is not None:
-            self.on_outbox()
+        if total:
+            logger.info("escalation: %d step(s) run", total)
+            if self.on_outbox is not None:
+                self.on_outbox()
         return total
 
     def _tick_once(self) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Run the benchmarks (all, ingest, rules, escalation); print tables, write JSON results."""
+"""Run the benchmarks (all, ingest, rules, escalation, fleet); print tables, write JSON results."""
 
 from __future__ import annotations
 
@@ -15,6 +15,14 @@ from rich.table import Table
 
 from bench.escalation import SmsRun, StepRun, run_escalation_bench
 from bench.escalation import as_json as escalation_json
+from bench.fleet import QUICK_RAMP as FLEET_QUICK_RAMP
+from bench.fleet import QUICK_SIZES as FLEET_QUICK_SIZES
+from bench.fleet import RAMP as FLEET_RAMP
+from bench.fleet import SIZES as FLEET_SIZES
+from bench.fleet import as_json as fleet_json
+from bench.fleet import run_fleet_bench
+from bench.fleet import summary as fleet_summary
+from bench.fleet import table as fleet_table
 from bench.ingest import Run, run_ingest_bench
 from bench.ingest import as_json as ingest_json
 from bench.rules import LatencyRun, ScaleRun, run_rules_bench
@@ -30,7 +38,7 @@ STEP_LAG_GOAL_MS = 1000.0  # issue 4: step-firing lag p99 with 10,000 alarms esc
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description="CareHub benchmarks")
     parser.add_argument(
-        "suite", nargs="?", choices=("ingest", "rules", "escalation", "all"), default="all"
+        "suite", nargs="?", choices=("ingest", "rules", "escalation", "fleet", "all"), default="all"
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (small counts)")
     parser.add_argument("--burst", type=int, default=20_000, help="ingest: events in the burst")
@@ -43,6 +51,12 @@ def _args() -> argparse.Namespace:
         "--alarms", type=int, default=10_000, help="escalation: alarms with a step due at once"
     )
     parser.add_argument(
+        "--spread",
+        type=float,
+        default=120.0,
+        help="escalation: seconds over which the spread run's steps fall due",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="escalation: cProfile the step tick (inflates its times)",
@@ -53,6 +67,7 @@ def _args() -> argparse.Namespace:
         args.burst, args.seconds = min(args.burst, 2_000), min(args.seconds, 2.0)
         args.homes, args.falls = min(args.homes, 100), min(args.falls, 20)
         args.residents, args.alarms = min(args.residents, 500), min(args.alarms, 500)
+        args.spread = min(args.spread, 10.0)
     return args
 
 
@@ -225,6 +240,7 @@ def _escalation(args: argparse.Namespace, pg: str | None, console: Console) -> N
         alarms=args.alarms,
         pg_admin_url=pg,
         profile=args.profile,
+        spread_s=args.spread,
         log=lambda line: console.print(f"[dim]{line}[/dim]"),
     )
     console.print(_sms_table(sms))
@@ -237,8 +253,9 @@ def _escalation(args: argparse.Namespace, pg: str | None, console: Console) -> N
     console.print(_step_table(steps))
     for s in steps:
         ok = "met" if s.p99_lag_ms <= STEP_LAG_GOAL_MS else "MISSED"
+        when = "spread" if "due over" in s.target else "due at once"
         console.print(
-            f"{s.target}: {s.steps:,} steps due at once, lag p99 {s.p99_lag_ms:,.0f} ms "
+            f"{s.target}: {s.steps:,} steps {when}, lag p99 {s.p99_lag_ms:,.0f} ms "
             f"(goal ≤ {STEP_LAG_GOAL_MS:,.0f} ms: {ok})"
         )
     for label, text in profiles.items():
@@ -318,6 +335,30 @@ def _step_table(runs: list[StepRun]) -> Table:
     return table
 
 
+def _fleet(args: argparse.Namespace, pg: str | None, console: Console) -> None:
+    console.print(
+        "[bold]Fleet benchmark[/bold] (simulators.fleet at the morning peak → the real hub; "
+        "incident → alarm and → first SMS; ramp until it falls behind)"
+    )
+    load_before = os.getloadavg()
+    quick = args.quick  # 200 and 1,000 homes for 6 s, ramp to 2,000
+    result = run_fleet_bench(
+        sizes=FLEET_QUICK_SIZES if quick else FLEET_SIZES,
+        ramp=FLEET_QUICK_RAMP if quick else FLEET_RAMP,
+        seconds=6.0 if quick else 30.0,
+        ramp_seconds=6.0 if quick else 20.0,
+        incidents=5 if quick else 20,
+        pg_admin_url=pg,
+        log=lambda line: console.print(f"[dim]{line}[/dim]"),
+    )
+    console.print(fleet_table(result))
+    for line in fleet_summary(result):
+        console.print(line)
+    loadavg = {"before": load_before, "after": os.getloadavg()}
+    console.print(f"load average (1, 5, 15 min) before {load_before}, after {loadavg['after']}")
+    _write("fleet", {"args": vars(args), "loadavg": loadavg, **fleet_json(result)}, console)
+
+
 def main() -> None:
     args = _args()
     pg: str | None = None if args.no_postgres else os.environ.get("TEST_PG_ADMIN_URL", DEFAULT_PG)
@@ -337,6 +378,8 @@ def main() -> None:
         _rules(args, pg, console)
     if args.suite in ("escalation", "all"):
         _escalation(args, pg, console)
+    if args.suite in ("fleet", "all"):
+        _fleet(args, pg, console)
 
 
 if __name__ == "__main__":

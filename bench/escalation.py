@@ -12,14 +12,14 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import httpx
 import uvicorn
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.ingest import percentile, publish, wait_for
@@ -57,6 +57,9 @@ NURSE_PHONE = "+4790000001"
 ZONE_ID = 1  # the zone bench.rules.seed_homes creates
 ALARM_CHUNK = 500  # alarms opened (with their escalation started) per transaction
 WAIT_S = 10.0
+# the spread run: 10,000 escalating alarms whose next step falls due within two minutes (the
+# default policy's wait between steps), i.e. alarms that opened within those two minutes
+SPREAD_S = 120.0
 # the staff SMS of a fall: "CareHub <severity>: Fall - Resident 17. Svar 1 …" (nb and en)
 FALL_SMS = re.compile(r": Fall - Resident (\d+)\. ")
 
@@ -432,6 +435,89 @@ def measure_steps(
     return run, text
 
 
+def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) -> StepRun:
+    """``alarms`` alarms escalating at the same time, their next steps due spread evenly over
+    ``spread_s`` seconds (as when many alarms opened within a few minutes): the real engine on
+    the system clock with its APScheduler timer; a step's lag is the commit that ran it minus
+    the moment it was due."""
+    migrate.upgrade(db_url)
+    runtime = HubRuntime(
+        Settings(database=DatabaseSettings(url=db_url)),
+        timer=ManualTimer(),
+        provider=_NoProvider(),
+        background_sender=False,
+    )
+    factory = runtime.session_factory
+    try:
+        now = CLOCK.now()
+        seed_homes(factory, alarms, now)
+        seed_nurse(factory, now)
+        with factory() as s, s.begin():
+            ensure_default_policies(s, now)
+        t0 = CLOCK.monotonic()
+        _open_alarms(runtime, alarms, now)
+        seed_s = CLOCK.monotonic() - t0
+        start = CLOCK.now() + timedelta(seconds=2)
+        due: dict[int, datetime] = {}
+        with factory() as s, s.begin():
+            ids = s.scalars(select(AlarmEscalation.alarm_id).order_by(AlarmEscalation.alarm_id))
+            for k, alarm_id in enumerate(ids.all()):
+                due[alarm_id] = start + timedelta(seconds=spread_s * k / alarms)
+            s.execute(
+                update(AlarmEscalation),
+                [{"alarm_id": a, "next_due_at": d} for a, d in due.items()],
+            )
+        fired: list[float] = []
+        seen: set[int] = set()
+        commits = 0
+
+        def before_commit(session: Session) -> None:
+            # the escalations this transaction advanced past their first step (already
+            # flushed: the tick's INSERTs autoflush them)
+            session.info["bench_fired"] = [
+                o.alarm_id
+                for o in session.identity_map.values()
+                if isinstance(o, AlarmEscalation) and o.step_index == 1 and o.alarm_id not in seen
+            ]
+            seen.update(session.info["bench_fired"])
+
+        def after_commit(session: Session) -> None:
+            nonlocal commits
+            at = CLOCK.now()
+            ran = session.info.pop("bench_fired", [])
+            commits += bool(ran)
+            fired.extend((at - due[a]).total_seconds() * 1000 for a in ran)
+
+        event.listen(factory, "before_commit", before_commit)
+        event.listen(factory, "after_commit", after_commit)
+        runtime.escalation.start()
+        deadline = CLOCK.monotonic() + spread_s + 120
+        pause = threading.Event()
+        while len(fired) < alarms and CLOCK.monotonic() < deadline:
+            pause.wait(0.2)
+        runtime.escalation.stop()
+        event.remove(factory, "before_commit", before_commit)
+        event.remove(factory, "after_commit", after_commit)
+        queued = _count(factory, select(func.count()).select_from(Notification))
+    finally:
+        runtime.engine.dispose()
+    if len(fired) != alarms:
+        raise RuntimeError(f"{len(fired)} of {alarms} spread steps ran")
+    return StepRun(
+        target=f"{label}, due over {spread_s:.0f} s",
+        alarms=alarms,
+        seed_s=seed_s,
+        steps=len(fired),
+        queued=queued,
+        tick_s=spread_s,
+        steps_per_s=alarms / spread_s,
+        p50_lag_ms=percentile(fired, 0.50),
+        p99_lag_ms=percentile(fired, 0.99),
+        max_lag_ms=max(fired, default=float("nan")),
+        commits=commits,
+    )
+
+
 def _count(session_factory: sessionmaker[Session], query: Any) -> int:
     with session_factory() as s:
         return int(s.scalar(query) or 0)
@@ -447,9 +533,11 @@ def run_escalation_bench(
     alarms: int,
     pg_admin_url: str | None,
     profile: bool = False,
+    spread_s: float = SPREAD_S,
     log: Callable[[str], None] = print,
 ) -> tuple[list[SmsRun], list[StepRun], dict[str, str]]:
-    """Fall → first SMS under load and ``alarms`` steps due at once, SQLite and PostgreSQL."""
+    """Fall → first SMS under load, ``alarms`` steps due at once, and ``alarms`` steps due
+    spread over ``spread_s``; SQLite and PostgreSQL."""
     falls = min(falls, homes)
     sms: list[SmsRun] = []
     steps: list[StepRun] = []
@@ -487,6 +575,9 @@ def run_escalation_bench(
             steps.append(run)
             if text:
                 profiles[label] = text
+            log(f"{alarms} escalations with their next step due over {spread_s:.0f} s on {label}")
+            with database() as url:
+                steps.append(measure_spread_steps(url, label, alarms, spread_s))
     return sms, steps, profiles
 
 

@@ -129,12 +129,26 @@ def demo(
         bool, typer.Option(help="Install Mosquitto with apt-get when missing (as root).")
     ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    speed: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            max=3600.0,
+            help="Simulated seconds per real second (30: a day in 48 min; 1: real time).",
+        ),
+    ] = 30.0,
 ) -> None:
     """Run the whole system on this machine with embedded defaults (accounts use password demo)."""
     from hub.demo import run_demo
 
     _setup_logging(verbose)
-    run_demo(_settings(configure=False), simulate=simulate, allow_install=install, console=console)
+    run_demo(
+        _settings(configure=False),
+        simulate=simulate,
+        allow_install=install,
+        console=console,
+        speed=speed,
+    )
 
 
 @db_app.command("upgrade")

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, event, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
@@ -69,6 +69,9 @@ class EscalationContext:
 
 
 ACTOR = "hub:escalation"
+# session.info key: alarms opened in this transaction whose first step runs before it commits
+_OPENED = "escalation_opened"
+_HOOKED = "escalation_hooked"
 
 
 _NOTIFICATIONS = cast(Table, Notification.__table__)
@@ -383,6 +386,11 @@ def alarm_closed(session: Session, alarm: Alarm, *, now: datetime) -> None:
         _stop_now(session, esc, alarm, taker=None, now=now)
 
 
+def _forget_opened(session: Session, _previous: object) -> None:
+    """A rolled-back transaction's opened alarms are gone: nothing to run before a commit."""
+    session.info.pop(_OPENED, None)
+
+
 def _pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
@@ -467,32 +475,36 @@ class EscalationEngine:
             if not rows:
                 return 0, 0
             locked = alarms.lock_alarms(session, [e.alarm_id for e in rows], skip_locked=True)
-            resident_ids = {a.resident_id for a in locked.values()}
-            residents = {
-                r.id: r
-                for r in session.scalars(select(Resident).where(Resident.id.in_(resident_ids)))
-            }
-            directory = Directory(session, now, self.ctx.tz)
-            directory.preload_relatives(resident_ids)
-            outbox = _Outbox(session, now)
-            notified: list[Alarm] = []
-            advanced = 0
-            for esc in rows:
-                alarm = locked.get(esc.alarm_id)
-                if alarm is None:
-                    continue  # a person holds it right now (PostgreSQL): the next tick
-                advanced += 1
-                if alarm.status not in UNTAKEN:
-                    taker = _taker_from_timeline(session, alarm.id)
-                    _stop(session, esc, alarm, taker=taker, outbox=outbox)
-                    continue
-                if self._advance(esc, alarm, residents[alarm.resident_id], outbox, directory):
-                    notified.append(alarm)
-            outbox.flush()
-            alarms.transition_many_locked(
-                session, notified, to=AlarmStatus.NOTIFIED, actor=ACTOR, now=now
-            )
-            return len(rows), advanced
+            pairs = [(esc, locked[esc.alarm_id]) for esc in rows if esc.alarm_id in locked]
+            # an alarm missing from ``locked`` is held by a person right now (PostgreSQL): the
+            # next tick runs it
+            self._run_steps(session, pairs, now)
+            return len(rows), len(pairs)
+
+    def _run_steps(
+        self, session: Session, pairs: Sequence[tuple[AlarmEscalation, Alarm]], now: datetime
+    ) -> None:
+        """Advance these escalations (their alarms locked by this transaction) together:
+        residents, roster and relatives read once, outbox and timeline written in bulk."""
+        resident_ids = {alarm.resident_id for _esc, alarm in pairs}
+        residents = {
+            r.id: r for r in session.scalars(select(Resident).where(Resident.id.in_(resident_ids)))
+        }
+        directory = Directory(session, now, self.ctx.tz)
+        directory.preload_relatives(resident_ids)
+        outbox = _Outbox(session, now)
+        notified: list[Alarm] = []
+        for esc, alarm in pairs:
+            if alarm.status not in UNTAKEN:
+                taker = _taker_from_timeline(session, alarm.id)
+                _stop(session, esc, alarm, taker=taker, outbox=outbox)
+                continue
+            if self._advance(esc, alarm, residents[alarm.resident_id], outbox, directory):
+                notified.append(alarm)
+        outbox.flush()
+        alarms.transition_many_locked(
+            session, notified, to=AlarmStatus.NOTIFIED, actor=ACTOR, now=now
+        )
 
     def _policy(self, snapshot_json: dict[str, Any]) -> Policy:
         """The policy of a snapshot, parsed once per distinct snapshot (most alarms share one)."""
@@ -597,22 +609,28 @@ class EscalationEngine:
 
     # -- hooks for the rules (hub.rules.service.EscalationHooks) -------------------------------
     def alarm_opened(self, session: Session, alarm: Alarm, now: datetime) -> None:
-        """In the transaction that opened ``alarm``: start its escalation and run step 1 at once.
+        """In the transaction that opened ``alarm``: start its escalation, and run step 1 in the
+        same commit.
 
-        Step 1 is due the moment the alarm opens, so its messages are written in this same
-        commit instead of waiting for a timer and another transaction: the sender can go as
-        soon as the alarm exists (fall → first SMS is the latency that matters most)."""
+        Step 1 is due the moment the alarm opens, so its messages are written before this
+        transaction commits instead of waiting for a timer and another transaction: the sender
+        can go as soon as the alarm exists (fall → first SMS is the latency that matters most).
+        The alarms a transaction opens are collected and their first steps run together just
+        before it commits, in bulk like a tick (a rules batch may open thousands at once)."""
         esc = start_escalation(session, alarm, now=now, ctx=self.ctx)
-        resident = session.get(Resident, alarm.resident_id)
-        assert resident is not None
-        outbox = _Outbox(session, now)
-        directory = Directory(session, now, self.ctx.tz)
-        notify = self._advance(esc, alarm, resident, outbox, directory)
-        outbox.flush()
-        if notify:
-            alarms.transition_many_locked(
-                session, [alarm], to=AlarmStatus.NOTIFIED, actor=ACTOR, now=now
-            )
+        if _HOOKED not in session.info:  # once per session, for all its transactions
+            session.info[_HOOKED] = True
+            event.listen(session, "before_commit", self._first_steps)
+            event.listen(session, "after_soft_rollback", _forget_opened)
+        session.info.setdefault(_OPENED, []).append((esc, alarm, now))
+
+    def _first_steps(self, session: Session) -> None:
+        opened: list[tuple[AlarmEscalation, Alarm, datetime]] = session.info.pop(_OPENED, [])
+        by_time: dict[datetime, list[tuple[AlarmEscalation, Alarm]]] = {}
+        for esc, alarm, now in opened:
+            by_time.setdefault(now, []).append((esc, alarm))
+        for now, pairs in by_time.items():
+            self._run_steps(session, pairs, now)
 
     def alarm_cancelled(self, session: Session, alarm: Alarm, now: datetime) -> None:
         alarm_closed(session, alarm, now=now)

@@ -402,3 +402,47 @@ def test_an_alarm_a_person_holds_is_left_for_the_next_tick_not_waited_for(pg_url
             assert s.get(Alarm, held).status == AlarmStatus.NOTIFIED
     finally:
         engine_db.dispose()
+
+
+def test_alarms_a_transaction_opens_get_their_first_step_in_that_same_commit(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """``alarm_opened`` (the rules' hook) runs step 1 for every alarm of the transaction just
+    before it commits; a rolled-back transaction leaves nothing behind for the next one."""
+    residents = seed(session_factory, residents=4)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+
+    def open_in(s: Session, resident_id: int) -> int:
+        resident = s.get(Resident, resident_id)
+        assert resident is not None
+        alarm, _created = alarms.open_or_join(
+            s,
+            now=clock.now(),
+            resident_id=resident_id,
+            home_id=resident.home_id,
+            type="fall",
+            severity=Severity.RED,
+            summary="fall",
+        )
+        engine.alarm_opened(s, alarm, clock.now())
+        return alarm.id
+
+    with session_factory() as s:
+        with s.begin():
+            opened = [open_in(s, r) for r in residents[:3]]
+        with s.begin():
+            open_in(s, residents[3])
+            s.rollback()
+        with s.begin():
+            last = open_in(s, residents[3])
+    for alarm_id in [*opened, last]:
+        # the informed relative's SMS, then step 1: portal + SMS to the nurse on duty
+        assert queued(session_factory, alarm_id) == [
+            ("informed", "sms", "+4791000002"),
+            ("alarm", "portal", None),
+            ("alarm", "sms", "+4790000001"),
+        ]
+        with session_factory() as s:
+            assert alarms.get_alarm(s, alarm_id).status == AlarmStatus.NOTIFIED
+    assert engine.tick() == 0  # step 2 is two minutes away

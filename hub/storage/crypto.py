@@ -17,7 +17,18 @@ from typing import Any, Final
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Column, MetaData, Table, Text, event, func, select, type_coerce, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    MetaData,
+    Table,
+    Text,
+    event,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapper, Session, sessionmaker
 from sqlalchemy.sql import operators
@@ -240,6 +251,59 @@ class EncryptedString(TypeDecorator[str]):
 
     def copy(self, **kw: Any) -> EncryptedString:
         return EncryptedString(self.field_name)
+
+
+class JSONWithPrivateText(TypeDecorator[dict[str, Any]]):
+    """A JSON object some of whose top-level string values are personal (a nurse's note, an SMS
+    reply and its number, a person's name): those are stored encrypted (``v1:…``) inside the
+    JSON, the rest stays plain, so the structure remains readable.
+
+    For the append-only alarm timeline: its rows can never be rewritten, so ``carehub keys
+    rotate`` cannot re-encrypt them; a retired key stays in ``security.data_keys`` (decrypt-only,
+    after the newest) for as long as timeline entries written under it are kept. A value no
+    configured key opens is shown as ``UNREADABLE`` (logged), never a crash: an alarm's page must
+    always open.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(self, field_name: str, private_keys: tuple[str, ...]) -> None:
+        super().__init__()
+        self.field_name = field_name
+        self.private_keys = private_keys
+
+    def process_bind_param(
+        self, value: dict[str, Any] | None, dialect: Dialect
+    ) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        return {
+            k: encrypt_value(v) if k in self.private_keys and isinstance(v, str) else v
+            for k, v in value.items()
+        }
+
+    def process_result_value(
+        self, value: dict[str, Any] | None, dialect: Dialect
+    ) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if k in self.private_keys and isinstance(v, str):
+                try:
+                    v = decrypt_value(v, f"{self.field_name}.{k}")
+                except DecryptionError as exc:
+                    logger.error("%s", exc)
+                    v = UNREADABLE
+            out[k] = v
+        return out
+
+    def copy(self, **kw: Any) -> JSONWithPrivateText:
+        return JSONWithPrivateText(self.field_name, self.private_keys)
+
+
+UNREADABLE: Final = "[UNREADABLE: no configured data key opens this value]"
 
 
 # ---- phone blind index -----------------------------------------------------------------------

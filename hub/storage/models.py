@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from hub.storage.crypto import EncryptedString, maintain_phone_index
+from hub.storage.crypto import EncryptedString, JSONWithPrivateText, maintain_phone_index
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -334,6 +334,11 @@ class Alarm(Base):
     )
 
 
+# Timeline detail keys whose values are personal: a nurse's note, an SMS reply's text and sender,
+# the name of a person reached or of the person who took the alarm.
+TIMELINE_PRIVATE_KEYS = ("note", "body", "from", "name", "taken_by", "taker")
+
+
 class AlarmTimelineEntry(Base):
     """One fact in an alarm's history. Append-only: a database trigger refuses UPDATE and DELETE."""
 
@@ -346,7 +351,11 @@ class AlarmTimelineEntry(Base):
     kind: Mapped[str] = mapped_column(String(32))
     from_status: Mapped[str | None] = mapped_column(String(32))
     to_status: Mapped[str | None] = mapped_column(String(32))
-    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Personal values inside (a nurse's note, an SMS reply and its sender, people's names) are
+    # encrypted in the JSON; the rest stays readable (hub.storage.crypto.JSONWithPrivateText).
+    detail: Mapped[dict[str, Any]] = mapped_column(
+        JSONWithPrivateText("alarm_timeline.detail", TIMELINE_PRIVATE_KEYS), default=dict
+    )
 
     alarm: Mapped[Alarm] = relationship(back_populates="timeline")
 

@@ -33,6 +33,7 @@ from hub.storage.crypto import (
 from hub.storage.db import make_engine, make_sessionmaker, transaction
 from hub.storage.migrate import current, head_revision, upgrade
 from hub.storage.models import (
+    AlarmTimelineEntry,
     Home,
     Notification,
     Relative,
@@ -180,6 +181,18 @@ def test_personal_fields_are_stored_encrypted_and_read_back_in_clear(
         assert (nurse.display_name, nurse.totp_secret) == ("Nina S.", "JBSWY3DPEHPK3PXP")
         sms = session.scalars(select(Notification)).one()
         assert sms.to_number == "+4791000009" and "Kari N." in sms.body
+        told = session.scalars(
+            select(AlarmTimelineEntry).where(AlarmTimelineEntry.kind == "notification")
+        ).one()
+        assert told.detail["name"] == "Per Nordmann"  # read back in clear
+    # ... but stored encrypted inside the timeline's JSON, the rest of it plain
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT detail FROM alarm_timeline WHERE kind = 'notification'")
+        ).scalar_one()
+    stored_json = stored if isinstance(stored, dict) else json.loads(stored)
+    assert stored_json["name"].startswith("v1:") and stored_json["channel"] == "sms"
+    assert "Per Nordmann" not in json.dumps(stored_json)
 
 
 def test_without_keys_values_are_marked_clear_and_a_warning_is_logged(

@@ -350,6 +350,19 @@ def _open_alarms(runtime: HubRuntime, alarms: int, now: datetime) -> None:
                 start_escalation(s, alarm, now=now, ctx=ctx)
 
 
+def _escalating(runtime: HubRuntime, alarms: int, now: datetime) -> float:
+    """Seed ``alarms`` homes and the nurse, then open a red fall alarm for each with its
+    escalation started (step 1 due at ``now``); returns the seconds the opening took."""
+    factory = runtime.session_factory
+    seed_homes(factory, alarms, now)
+    seed_nurse(factory, now)
+    with factory() as s, s.begin():
+        ensure_default_policies(s, now)
+    t0 = CLOCK.monotonic()
+    _open_alarms(runtime, alarms, now)
+    return CLOCK.monotonic() - t0
+
+
 def measure_steps(
     db_url: str, label: str, alarms: int, profile: bool = False
 ) -> tuple[StepRun, str]:
@@ -370,13 +383,7 @@ def measure_steps(
     factory = runtime.session_factory
     try:
         now = clock.now()
-        seed_homes(factory, alarms, now)
-        seed_nurse(factory, now)
-        with factory() as s, s.begin():
-            ensure_default_policies(s, now)
-        t0 = CLOCK.monotonic()
-        _open_alarms(runtime, alarms, now)
-        seed_s = CLOCK.monotonic() - t0
+        seed_s = _escalating(runtime, alarms, now)
         due = _count(
             factory,
             select(func.count())
@@ -450,13 +457,7 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
     factory = runtime.session_factory
     try:
         now = CLOCK.now()
-        seed_homes(factory, alarms, now)
-        seed_nurse(factory, now)
-        with factory() as s, s.begin():
-            ensure_default_policies(s, now)
-        t0 = CLOCK.monotonic()
-        _open_alarms(runtime, alarms, now)
-        seed_s = CLOCK.monotonic() - t0
+        seed_s = _escalating(runtime, alarms, now)
         start = CLOCK.now() + timedelta(seconds=2)
         due: dict[int, datetime] = {}
         with factory() as s, s.begin():

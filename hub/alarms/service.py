@@ -266,25 +266,12 @@ def add_note(
 
     Status changes go through ``transition``: the kinds this module writes itself are refused.
     """
+    _check_note_kind(kind)
     alarm = _locked_alarm(session, alarm_id)
-    entry = add_note_locked(session, alarm, now=now, actor=actor, kind=kind, detail=detail)
+    alarm.updated_at = now
+    entry = _append(session, alarm, at=now, actor=actor, kind=kind, detail=detail)
     session.flush()
     return entry
-
-
-def add_note_locked(
-    session: Session,
-    alarm: Alarm,
-    *,
-    now: datetime,
-    actor: str,
-    kind: str,
-    detail: dict[str, Any],
-) -> AlarmTimelineEntry:
-    """``add_note`` for an alarm the caller already holds locked (``lock_alarms``); not flushed."""
-    _check_note_kind(kind)
-    alarm.updated_at = now
-    return _append(session, alarm, at=now, actor=actor, kind=kind, detail=detail)
 
 
 def add_notes_locked(
@@ -294,7 +281,7 @@ def add_notes_locked(
     now: datetime,
     actor: str,
 ) -> None:
-    """Many ``add_note_locked`` at once, as (alarm, kind, detail), in this order: one batched
+    """Many ``add_note`` at once, as (alarm, kind, detail), in this order: one batched
     INSERT and no ORM objects (a step tick writes hundreds). The alarms are locked by the caller."""
     rows: list[dict[str, Any]] = []
     for alarm, kind, detail in notes:
@@ -506,7 +493,6 @@ __all__ = [
     "AlarmNotFound",
     "TransitionError",
     "add_note",
-    "add_note_locked",
     "add_notes_locked",
     "cancel_open",
     "count_alarms",

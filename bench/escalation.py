@@ -9,8 +9,8 @@ import pstats
 import re
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -32,14 +32,17 @@ from hub.config import (
     DatabaseSettings,
     MqttSettings,
     PortalSettings,
+    SecuritySettings,
     Settings,
     TwilioSettings,
 )
+from hub.escalation import engine as engine_module
 from hub.escalation.engine import ACTIVE, start_escalation
 from hub.escalation.policy import ensure_default_policies
 from hub.rules.timers import ManualTimer
 from hub.runtime import HubRuntime
 from hub.storage import migrate
+from hub.storage.crypto import generate_key
 from hub.storage.models import (
     AlarmEscalation,
     Notification,
@@ -53,6 +56,9 @@ from simulators.twilio_sim import SimConfig, create_app
 CLOCK = SystemClock()
 SID = "AC" + "b" * 32
 TOKEN = "bench-token"
+# Personal fields are encrypted as in production (SMS bodies and numbers, names in the timeline);
+# a key made for this run only.
+SECURITY = SecuritySettings(data_keys=[generate_key()])
 NURSE_PHONE = "+4790000001"
 ZONE_ID = 1  # the zone bench.rules.seed_homes creates
 ALARM_CHUNK = 500  # alarms opened (with their escalation started) per transaction
@@ -244,6 +250,7 @@ def measure_fall_sms(
         database=DatabaseSettings(url=db_url),
         portal=PortalSettings(port=portal_port, public_base_url=portal_url),
         twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=sim.url),
+        security=SECURITY,
     )
     stamp = _CommitStamp()  # background load: send → commit, to show whether the hub keeps up
     runtime = HubRuntime(settings, sinks=[stamp])
@@ -373,7 +380,7 @@ def measure_steps(
     migrate.upgrade(db_url)
     clock = FakeClock(NIGHT)
     runtime = HubRuntime(
-        Settings(database=DatabaseSettings(url=db_url)),
+        Settings(database=DatabaseSettings(url=db_url), security=SECURITY),
         clock=clock,
         timer=ManualTimer(),
         escalation_timer=ManualTimer(),
@@ -394,26 +401,19 @@ def measure_steps(
             raise RuntimeError(f"{due} escalations due, expected {alarms}")
         commits: list[tuple[float, int]] = []
 
-        def before_commit(session: Session) -> None:
-            # the escalations this transaction claimed are the ones it advanced
-            session.info["bench_steps"] = sum(
-                isinstance(o, AlarmEscalation) for o in session.identity_map.values()
-            )
-
         def after_commit(session: Session) -> None:
-            commits.append((CLOCK.monotonic(), int(session.info.pop("bench_steps", 0))))
+            commits.append((CLOCK.monotonic(), len(session.info.pop(STEPS_KEY, ()))))
 
-        event.listen(factory, "before_commit", before_commit)
         event.listen(factory, "after_commit", after_commit)
         profiler = cProfile.Profile() if profile else None
         t0 = CLOCK.monotonic()
         if profiler is not None:
             profiler.enable()
-        steps = runtime.escalation.tick()
+        with _steps_seen():
+            steps = runtime.escalation.tick()
         if profiler is not None:
             profiler.disable()
         tick_s = CLOCK.monotonic() - t0
-        event.remove(factory, "before_commit", before_commit)
         event.remove(factory, "after_commit", after_commit)
         queued = _count(factory, select(func.count()).select_from(Notification))
     finally:
@@ -449,7 +449,7 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
     the moment it was due."""
     migrate.upgrade(db_url)
     runtime = HubRuntime(
-        Settings(database=DatabaseSettings(url=db_url)),
+        Settings(database=DatabaseSettings(url=db_url), security=SECURITY),
         timer=ManualTimer(),
         provider=_NoProvider(),
         background_sender=False,
@@ -472,32 +472,23 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
         seen: set[int] = set()
         commits = 0
 
-        def before_commit(session: Session) -> None:
-            # the escalations this transaction advanced past their first step (already
-            # flushed: the tick's INSERTs autoflush them)
-            session.info["bench_fired"] = [
-                o.alarm_id
-                for o in session.identity_map.values()
-                if isinstance(o, AlarmEscalation) and o.step_index == 1 and o.alarm_id not in seen
-            ]
-            seen.update(session.info["bench_fired"])
-
         def after_commit(session: Session) -> None:
             nonlocal commits
             at = CLOCK.now()
-            ran = session.info.pop("bench_fired", [])
+            # the escalations this transaction advanced past their first step
+            ran = [a for a in session.info.pop(STEPS_KEY, ()) if a not in seen]
+            seen.update(ran)
             commits += bool(ran)
             fired.extend((at - due[a]).total_seconds() * 1000 for a in ran)
 
-        event.listen(factory, "before_commit", before_commit)
         event.listen(factory, "after_commit", after_commit)
-        runtime.escalation.start()
-        deadline = CLOCK.monotonic() + spread_s + 120
-        pause = threading.Event()
-        while len(fired) < alarms and CLOCK.monotonic() < deadline:
-            pause.wait(0.2)
+        with _steps_seen():
+            runtime.escalation.start()
+            deadline = CLOCK.monotonic() + spread_s + 120
+            pause = threading.Event()
+            while len(fired) < alarms and CLOCK.monotonic() < deadline:
+                pause.wait(0.2)
         runtime.escalation.stop()
-        event.remove(factory, "before_commit", before_commit)
         event.remove(factory, "after_commit", after_commit)
         queued = _count(factory, select(func.count()).select_from(Notification))
     finally:
@@ -517,6 +508,27 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
         max_lag_ms=max(fired, default=float("nan")),
         commits=commits,
     )
+
+
+STEPS_KEY = "bench_steps"
+
+
+@contextmanager
+def _steps_seen() -> Iterator[None]:
+    """While inside: each transaction of the engine lists the alarms whose step it ran in
+    ``session.info[STEPS_KEY]`` (the engine writes steps with ``_save_steps``; this wraps it,
+    so the benchmark sees which steps a commit carried without reading the database)."""
+    original = engine_module._save_steps
+
+    def recording(session: Session, steps: Sequence[Any], now: datetime) -> None:
+        session.info.setdefault(STEPS_KEY, []).extend(step.id for step in steps)
+        original(session, steps, now)
+
+    engine_module._save_steps = recording
+    try:
+        yield
+    finally:
+        engine_module._save_steps = original
 
 
 def _count(session_factory: sessionmaker[Session], query: Any) -> int:

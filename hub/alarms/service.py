@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, Table, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hub.alarms.lifecycle import (
@@ -38,6 +38,8 @@ _RESERVED_KINDS: Final = frozenset({KIND_TRANSITION, KIND_EVENT_JOINED, KIND_CAN
 _KIND_MAX_CHARS: Final = 32
 _ACTOR_MAX_CHARS: Final = 128
 _SUMMARY_MAX_CHARS: Final = 300
+_IN_CHUNK: Final = 500  # ids in one IN (...) list
+_TIMELINE = cast(Table, AlarmTimelineEntry.__table__)
 
 
 class AlarmNotFound(LookupError):
@@ -169,17 +171,50 @@ def transition_locked(
 
 
 def transition_many_locked(
-    session: Session, alarms: Sequence[Alarm], *, to: AlarmStatus, actor: str, now: datetime
+    session: Session,
+    alarms: Sequence[tuple[int, AlarmStatus]],
+    *,
+    to: AlarmStatus,
+    actor: str,
+    now: datetime,
 ) -> None:
-    """``transition_locked`` for many alarms at once (a step tick marks hundreds 'notified'):
-    every transition is checked first, then the timeline rows go in as one batched INSERT."""
+    """``transition_locked`` for many alarms at once (a step tick marks hundreds 'notified'),
+    given as (id, status read under the caller's lock): every transition is checked first, then
+    one UPDATE per starting status and one batched INSERT of the timeline rows; no ORM objects
+    are loaded (Alarm objects already in the session are updated to match)."""
+    target = AlarmStatus(to)
+    by_status: dict[AlarmStatus, list[int]] = {}
+    for alarm_id, current in alarms:
+        check_transition(current, target, None)
+        by_status.setdefault(AlarmStatus(current), []).append(alarm_id)
+    detail: dict[str, Any] = {"outcome": None, "note": None}
     rows: list[dict[str, Any]] = []
-    for alarm in alarms:
-        current, target, detail = _apply_transition(alarm, to, actor, now, None, None)
-        rows.append(
-            _entry_row(alarm, now, actor, KIND_TRANSITION, detail, current.value, target.value)
+    for current, ids in by_status.items():
+        for chunk in chunked(ids):
+            changed = session.execute(
+                update(Alarm)
+                .where(Alarm.id.in_(chunk), Alarm.status == current)
+                .values(status=target, updated_at=now)
+            )
+            if _rowcount(changed) != len(chunk):
+                # the caller's lock should make this impossible: refuse rather than record a
+                # transition that did not happen
+                raise TransitionError(current, target, "an alarm changed while it was locked")
+        rows.extend(
+            _entry_row(a, now, actor, KIND_TRANSITION, detail, current.value, target.value)
+            for a in ids
         )
+        logger.info("%d alarm(s): %s → %s by %s", len(ids), current.value, target.value, actor)
     _insert_entries(session, rows)
+
+
+def chunked(ids: Sequence[int], size: int = _IN_CHUNK) -> list[Sequence[int]]:
+    """``ids`` in slices short enough for one ``IN (...)`` list."""
+    return [ids[k : k + size] for k in range(0, len(ids), size)]
+
+
+def _rowcount(result: object) -> int:
+    return int(getattr(result, "rowcount", -1))
 
 
 def _apply_transition(
@@ -276,18 +311,22 @@ def add_note(
 
 def add_notes_locked(
     session: Session,
-    notes: Sequence[tuple[Alarm, str, dict[str, Any]]],
+    notes: Sequence[tuple[int, str, dict[str, Any]]],
     *,
     now: datetime,
     actor: str,
 ) -> None:
-    """Many ``add_note`` at once, as (alarm, kind, detail), in this order: one batched
-    INSERT and no ORM objects (a step tick writes hundreds). The alarms are locked by the caller."""
+    """Many ``add_note`` at once, as (alarm id, kind, detail), in this order: one batched
+    INSERT and one UPDATE of the alarms' ``updated_at`` per few hundred alarms, no ORM objects
+    loaded (a step tick writes hundreds). The alarms are locked by the caller."""
     rows: list[dict[str, Any]] = []
-    for alarm, kind, detail in notes:
+    touched: dict[int, None] = {}
+    for alarm_id, kind, detail in notes:
         _check_note_kind(kind)
-        alarm.updated_at = now
-        rows.append(_entry_row(alarm, now, actor, kind, detail, None, None))
+        touched[alarm_id] = None
+        rows.append(_entry_row(alarm_id, now, actor, kind, detail, None, None))
+    for chunk in chunked(list(touched)):
+        session.execute(update(Alarm).where(Alarm.id.in_(chunk)).values(updated_at=now))
     _insert_entries(session, rows)
 
 
@@ -308,14 +347,9 @@ def lock_alarms(
     waited for, so a batch never waits on — or deadlocks with — a person's action; the caller
     tries those again later. SQLite has one writer: the no-op write takes its lock for all.
     """
-    if not alarm_ids:
+    ids = _take_write_lock(session, alarm_ids)
+    if not ids:
         return {}
-    ids = sorted(set(alarm_ids))
-    if session.get_bind().dialect.name != "postgresql":
-        session.execute(
-            update(Alarm).where(Alarm.id.in_(ids)).values(id=Alarm.id),
-            execution_options={"synchronize_session": False},
-        )
     rows = session.scalars(
         select(Alarm)
         .where(Alarm.id.in_(ids))
@@ -324,6 +358,44 @@ def lock_alarms(
         .execution_options(populate_existing=True)
     ).all()
     return {alarm.id: alarm for alarm in rows}
+
+
+def lock_alarm_facts(
+    session: Session, alarm_ids: Sequence[int], *, skip_locked: bool = False
+) -> dict[int, Row[int, AlarmStatus, str, Severity, int, str | None]]:
+    """``lock_alarms`` without ORM objects: (id, status, type, severity, resident_id,
+    short_code) of each alarm, locked the same way, by id (the step tick's read)."""
+    ids = _take_write_lock(session, alarm_ids)
+    found: dict[int, Row[int, AlarmStatus, str, Severity, int, str | None]] = {}
+    for chunk in chunked(ids):
+        for row in session.execute(
+            select(
+                Alarm.id,
+                Alarm.status,
+                Alarm.type,
+                Alarm.severity,
+                Alarm.resident_id,
+                Alarm.short_code,
+            )
+            .where(Alarm.id.in_(chunk))
+            .order_by(Alarm.id)
+            .with_for_update(skip_locked=skip_locked)
+        ):
+            found[row[0]] = row
+    return found
+
+
+def _take_write_lock(session: Session, alarm_ids: Sequence[int]) -> list[int]:
+    """The distinct ids in lock order; on SQLite, a no-op write takes the database's one write
+    lock first (PostgreSQL locks the rows with ``FOR UPDATE``)."""
+    ids = sorted(set(alarm_ids))
+    if ids and session.get_bind().dialect.name != "postgresql":
+        for chunk in chunked(ids):
+            session.execute(
+                update(Alarm).where(Alarm.id.in_(chunk)).values(id=Alarm.id),
+                execution_options={"synchronize_session": False},
+            )
+    return ids
 
 
 def get_alarm(session: Session, alarm_id: int) -> Alarm:
@@ -464,7 +536,7 @@ def _append(
 
 
 def _entry_row(
-    alarm: Alarm,
+    alarm_id: int,
     at: datetime,
     actor: str,
     kind: str,
@@ -473,7 +545,7 @@ def _entry_row(
     to_status: str | None,
 ) -> dict[str, Any]:
     return {
-        "alarm_id": alarm.id,
+        "alarm_id": alarm_id,
         "at": at,
         "actor": actor[:_ACTOR_MAX_CHARS],
         "kind": kind,
@@ -486,7 +558,8 @@ def _entry_row(
 def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
     """Append timeline rows with one executemany INSERT (nothing read back)."""
     if rows:
-        session.execute(insert(AlarmTimelineEntry), rows)
+        # Core executemany, not the ORM's bulk INSERT: its per-row work costs more than the row
+        session.execute(insert(_TIMELINE), rows)
 
 
 __all__ = [
@@ -498,6 +571,7 @@ __all__ = [
     "count_alarms",
     "get_alarm",
     "list_alarms",
+    "lock_alarm_facts",
     "lock_alarms",
     "open_or_join",
     "transition",

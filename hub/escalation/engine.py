@@ -15,10 +15,12 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from functools import lru_cache
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, event, func, insert, select, update
+from sqlalchemy import Table, Text, event, func, insert, select, update
+from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
@@ -36,6 +38,7 @@ from hub.storage.models import (
     AlarmTimelineEntry,
     Notification,
     Resident,
+    Severity,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,7 +48,8 @@ STOPPED = "stopped"
 UNANSWERED = "unanswered"
 UNTAKEN = (AlarmStatus.OPEN, AlarmStatus.NOTIFIED)
 TAKEN = (AlarmStatus.ACKNOWLEDGED, AlarmStatus.ON_SITE, AlarmStatus.RESOLVED)
-DUE_BATCH = 200
+# escalations per tick transaction: 500 holds SQLite's one writer for about 50 ms in a burst
+DUE_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +96,12 @@ class _Outbox:
     def __init__(self, session: Session, now: datetime) -> None:
         self.session = session
         self.now = now
-        self._messages: dict[_MessageKey, tuple[Alarm, dict[str, Any], dict[str, Any]]] = {}
-        self._notes: list[tuple[Alarm, str, dict[str, Any]]] = []
+        self._messages: dict[_MessageKey, tuple[int, dict[str, Any], dict[str, Any]]] = {}
+        self._notes: list[tuple[int, str, dict[str, Any]]] = []
 
     def queue(
         self,
-        alarm: Alarm,
+        alarm_id: int,
         recipient: Recipient,
         *,
         channel: str,
@@ -109,16 +113,18 @@ class _Outbox:
         """Put one message in the outbox; False (and a note) when the person has no number."""
         if channel in ("sms", "voice") and not recipient.phone:
             self.note(
-                alarm, "note", {"note": f"{recipient.name} has no phone number; {channel} not sent"}
+                alarm_id,
+                "note",
+                {"note": f"{recipient.name} has no phone number; {channel} not sent"},
             )
             return False
-        key = (alarm.id, purpose, recipient.kind, recipient.id, channel)
+        key = (alarm_id, purpose, recipient.kind, recipient.id, channel)
         if key in self._messages:
             logger.warning("alarm %s: %s %s to %s queued twice; sent once", *key[:2], channel, key)
             return True
         now = self.now
         row = {
-            "alarm_id": alarm.id,
+            "alarm_id": alarm_id,
             "channel": channel,
             "purpose": purpose,
             "recipient_kind": recipient.kind,
@@ -141,26 +147,27 @@ class _Outbox:
             "step": None if step_index is None else step_index + 1,
             "round": round_no,
         }
-        self._messages[key] = (alarm, row, detail)
+        self._messages[key] = (alarm_id, row, detail)
         return True
 
-    def note(self, alarm: Alarm, kind: str, detail: dict[str, Any]) -> None:
+    def note(self, alarm_id: int, kind: str, detail: dict[str, Any]) -> None:
         """A timeline entry, written after the timeline entries of the messages."""
-        self._notes.append((alarm, kind, detail))
+        self._notes.append((alarm_id, kind, detail))
 
     def flush(self) -> None:
         """Write the messages, learn their ids, then write the timeline naming them."""
         session = self.session
-        notes: list[tuple[Alarm, str, dict[str, Any]]] = []
+        notes: list[tuple[int, str, dict[str, Any]]] = []
         if self._messages:
             before = session.scalar(select(func.max(Notification.id))) or 0
-            # Core, not ORM bulk INSERT: the ORM inserts these one by one on SQLite.
+            # Core executemany, not the ORM's bulk INSERT (per-row work), nor INSERT … RETURNING
+            # (psycopg parses each multi-row statement in Python: slower than the pipeline)
             session.execute(
                 insert(_NOTIFICATIONS), [row for _a, row, _d in self._messages.values()]
             )
             ids = self._ids_after(before)
-            for key, (alarm, _row, detail) in self._messages.items():
-                notes.append((alarm, "notification", {"notification_id": ids[key], **detail}))
+            for key, (alarm_id, _row, detail) in self._messages.items():
+                notes.append((alarm_id, "notification", {"notification_id": ids[key], **detail}))
         notes.extend(self._notes)
         alarms.add_notes_locked(session, notes, now=self.now, actor=ACTOR)
         self._messages.clear()
@@ -190,10 +197,24 @@ class _Outbox:
         return ids
 
 
-def _labels(alarm: Alarm, language: str) -> dict[str, str]:
+class AlarmFacts(Protocol):
+    """What a message about an alarm names (an ``Alarm`` has it, and so does ``_Step``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def severity(self) -> Severity: ...
+    @property
+    def short_code(self) -> str | None: ...
+
+
+@lru_cache(maxsize=256)
+def _labels(alarm_type: str, severity: Severity, language: str) -> dict[str, str]:
     return {
-        "type_label": render(f"type.{alarm.type}", language),
-        "severity_label": render(f"severity.{alarm.severity.value}", language),
+        "type_label": render(f"type.{alarm_type}", language),
+        "severity_label": render(f"severity.{Severity(severity).value}", language),
     }
 
 
@@ -203,7 +224,7 @@ def _resident_label(session: Session, alarm: Alarm) -> str:
 
 
 def _alarm_text(
-    label: str, alarm: Alarm, recipient: Recipient, ctx: EscalationContext, now: datetime
+    label: str, alarm: AlarmFacts, recipient: Recipient, ctx: EscalationContext, now: datetime
 ) -> str:
     code = alarm.short_code or str(alarm.id)
     if recipient.kind == "relative":
@@ -220,16 +241,16 @@ def _alarm_text(
         resident_label=label,
         code=code,
         link=f"{ctx.portal_base_url.rstrip('/')}/alarms/{alarm.id}",
-        **_labels(alarm, recipient.language),
+        **_labels(alarm.type, alarm.severity, recipient.language),
     )
 
 
-def _voice_text(label: str, alarm: Alarm, language: str) -> str:
+def _voice_text(label: str, alarm: AlarmFacts, language: str) -> str:
     return render(
         "voice.alarm",
         language,
         resident_label=label,
-        type_label=render(f"type.{alarm.type}", language),
+        type_label=_labels(alarm.type, alarm.severity, language)["type_label"],
     )
 
 
@@ -264,7 +285,7 @@ def start_escalation(
         session, resident.id, alarm.type, alarm.severity, now, ctx.tz
     ):
         outbox.queue(
-            alarm,
+            alarm.id,
             relative,
             channel="sms",
             purpose="informed",
@@ -357,9 +378,13 @@ def _stop(
             acting=True,
         )
         outbox.queue(
-            alarm, recipient, channel="sms", purpose="taken_by" if taken else "cancelled", body=body
+            alarm.id,
+            recipient,
+            channel="sms",
+            purpose="taken_by" if taken else "cancelled",
+            body=body,
         )
-    outbox.note(alarm, "escalation_stopped", {"taken_by": taker, "status": alarm.status.value})
+    outbox.note(alarm.id, "escalation_stopped", {"taken_by": taker, "status": alarm.status.value})
 
 
 def _stop_now(
@@ -411,6 +436,47 @@ def _taker_from_timeline(session: Session, alarm_id: int) -> str | None:
     return actor.split(":", 1)[-1]
 
 
+@dataclass(slots=True)
+class _Step:
+    """One escalation being advanced, with what its step needs of the alarm: plain values read
+    with Core (a tick handles hundreds; ORM objects cost more than the step itself)."""
+
+    id: int  # the alarm's
+    status: AlarmStatus
+    type: str
+    severity: Severity
+    resident_id: int
+    short_code: str | None
+    policy: Policy
+    step_index: int
+    round: int
+    state: str = ACTIVE
+    next_due_at: datetime | None = None
+
+
+def _save_steps(session: Session, steps: Sequence[_Step], now: datetime) -> None:
+    """Write the advanced escalations: one UPDATE per distinct new (step, round, state, due)
+    — a burst of alarms on one policy is a few statements, not one per alarm. Escalation
+    objects already in the session (first steps) are updated to match."""
+    groups: dict[tuple[int, int, str, datetime | None], list[int]] = {}
+    for step in steps:
+        key = (step.step_index, step.round, step.state, step.next_due_at)
+        groups.setdefault(key, []).append(step.id)
+    for (step_index, round_no, state, due), ids in groups.items():
+        for chunk in alarms.chunked(ids):
+            session.execute(
+                update(AlarmEscalation)
+                .where(AlarmEscalation.alarm_id.in_(chunk))
+                .values(
+                    step_index=step_index,
+                    round=round_no,
+                    state=state,
+                    next_due_at=due,
+                    updated_at=now,
+                )
+            )
+
+
 class EscalationEngine:
     """Runs due escalation steps; woken by its timer, by new alarms and by people's actions."""
 
@@ -439,7 +505,9 @@ class EscalationEngine:
         self._timer.stop()
 
     def tick(self) -> int:
-        """Run every escalation step that is due; returns how many ran."""
+        """Run every escalation step that is due, ``DUE_BATCH`` per transaction; returns how
+        many ran. The sender is woken after each committed batch, so the first messages of a
+        burst go out while the rest is still being written."""
         with self._lock:
             total = 0
             for _round in range(100):
@@ -450,142 +518,178 @@ class EscalationEngine:
             self._reschedule()
         if total:
             logger.info("escalation: %d step(s) run", total)
-            if self.on_outbox is not None:
-                self.on_outbox()
         return total
 
     def _tick_once(self) -> tuple[int, int]:
         """One transaction: claim up to ``DUE_BATCH`` due escalations and advance them together.
 
-        Everything is read in bulk (the alarms, locked; their residents; the roster and the
-        relatives through one ``Directory``) and written in bulk (``_Outbox``). An alarm a
-        person holds locked right now is left for the next tick. Returns (claimed, advanced).
+        Everything is read in bulk with Core, as plain values (the escalations; their alarms,
+        locked; their residents; the roster and the relatives through one ``Directory``) and
+        written in bulk (``_Outbox``, grouped UPDATEs). An alarm a person holds locked right now
+        is left for the next tick. Returns (claimed, advanced).
         """
         now = self._clock.now()
         with self._session_factory() as session, session.begin():
             query = (
-                select(AlarmEscalation)
+                select(
+                    AlarmEscalation.alarm_id,
+                    cast_(AlarmEscalation.policy_snapshot, Text),
+                    AlarmEscalation.step_index,
+                    AlarmEscalation.round,
+                )
                 .where(AlarmEscalation.state == ACTIVE, AlarmEscalation.next_due_at <= now)
                 .order_by(AlarmEscalation.next_due_at)
                 .limit(DUE_BATCH)
             )
             if _pg(session):
                 query = query.with_for_update(skip_locked=True)
-            rows: Sequence[AlarmEscalation] = session.scalars(query).all()
-            if not rows:
+            due = session.execute(query).all()
+            if not due:
                 return 0, 0
-            locked = alarms.lock_alarms(session, [e.alarm_id for e in rows], skip_locked=True)
-            pairs = [(esc, locked[esc.alarm_id]) for esc in rows if esc.alarm_id in locked]
+            locked = alarms.lock_alarm_facts(session, [r[0] for r in due], skip_locked=True)
             # an alarm missing from ``locked`` is held by a person right now (PostgreSQL): the
             # next tick runs it
-            self._run_steps(session, pairs, now)
-            return len(rows), len(pairs)
+            steps = [
+                _Step(
+                    id=alarm_id,
+                    status=locked[alarm_id][1],
+                    type=locked[alarm_id][2],
+                    severity=locked[alarm_id][3],
+                    resident_id=locked[alarm_id][4],
+                    short_code=locked[alarm_id][5],
+                    policy=self._policy(snapshot_text),
+                    step_index=step_index,
+                    round=round_no,
+                )
+                for alarm_id, snapshot_text, step_index, round_no in due
+                if alarm_id in locked
+            ]
+            self._run_steps(session, steps, now)
+        if steps and self.on_outbox is not None:
+            self.on_outbox()  # committed: the sender may go
+        return len(due), len(steps)
 
-    def _run_steps(
-        self, session: Session, pairs: Sequence[tuple[AlarmEscalation, Alarm]], now: datetime
-    ) -> None:
+    def _run_steps(self, session: Session, steps: Sequence[_Step], now: datetime) -> None:
         """Advance these escalations (their alarms locked by this transaction) together:
-        residents, roster and relatives read once, outbox and timeline written in bulk."""
-        resident_ids = {alarm.resident_id for _esc, alarm in pairs}
+        residents, roster and relatives read once; outbox and timeline written in bulk; the
+        escalations and alarms updated with one UPDATE per distinct new state."""
+        resident_ids = {step.resident_id for step in steps}
         residents = {
-            r.id: r for r in session.scalars(select(Resident).where(Resident.id.in_(resident_ids)))
+            rid: (label, zone_id)
+            for rid, label, zone_id in session.execute(
+                select(Resident.id, Resident.label, Resident.zone_id).where(
+                    Resident.id.in_(resident_ids)
+                )
+            )
         }
         directory = Directory(session, now, self.ctx.tz)
         directory.preload_relatives(resident_ids)
         outbox = _Outbox(session, now)
-        notified: list[Alarm] = []
-        for esc, alarm in pairs:
-            if alarm.status not in UNTAKEN:
-                taker = _taker_from_timeline(session, alarm.id)
-                _stop(session, esc, alarm, taker=taker, outbox=outbox)
+        notified: list[tuple[int, AlarmStatus]] = []
+        advanced: list[_Step] = []
+        unanswered: list[int] = []
+        for step in steps:
+            if step.status not in UNTAKEN:
+                # taken meanwhile (its escalation not yet stopped): stop it the ordinary way
+                esc = session.get(AlarmEscalation, step.id)
+                alarm = session.get(Alarm, step.id)
+                if esc is not None and alarm is not None:
+                    taker = _taker_from_timeline(session, step.id)
+                    _stop(session, esc, alarm, taker=taker, outbox=outbox)
                 continue
-            if self._advance(esc, alarm, residents[alarm.resident_id], outbox, directory):
-                notified.append(alarm)
+            label, zone_id = residents[step.resident_id]
+            if self._advance(step, label, zone_id, outbox, directory):
+                notified.append((step.id, step.status))
+            advanced.append(step)
+            if step.state == UNANSWERED:
+                unanswered.append(step.id)
+        session.flush()  # the few ORM changes of stopped escalations, before the bulk writes
+        _save_steps(session, advanced, now)
+        for chunk in alarms.chunked(unanswered):
+            session.execute(update(Alarm).where(Alarm.id.in_(chunk)).values(unanswered=True))
         outbox.flush()
         alarms.transition_many_locked(
             session, notified, to=AlarmStatus.NOTIFIED, actor=ACTOR, now=now
         )
 
-    def _policy(self, snapshot_json: dict[str, Any]) -> Policy:
-        """The policy of a snapshot, parsed once per distinct snapshot (most alarms share one)."""
-        key = json.dumps(snapshot_json, sort_keys=True)
-        policy = self._policies.get(key)
+    def _policy(self, snapshot_text: str) -> Policy:
+        """The policy of a snapshot (its JSON text), parsed once per distinct snapshot (most
+        alarms share one)."""
+        policy = self._policies.get(snapshot_text)
         if policy is None:
             if len(self._policies) > 1000:
                 self._policies.clear()
-            policy = self._policies[key] = from_snapshot(snapshot_json)
+            policy = self._policies[snapshot_text] = from_snapshot(json.loads(snapshot_text))
         return policy
 
     def _advance(
         self,
-        esc: AlarmEscalation,
-        alarm: Alarm,
-        resident: Resident,
+        step: _Step,
+        label: str,
+        zone_id: int,
         outbox: _Outbox,
         directory: Directory,
     ) -> bool:
         """Run the escalation's due step; True when the alarm is to become 'notified'."""
         now = outbox.now
-        policy = self._policy(esc.policy_snapshot)
-        if esc.step_index >= len(policy.steps):
-            esc.round += 1
-            esc.step_index = 0
-            if esc.round > policy.repeat_rounds:
-                self._unanswered(esc, alarm, outbox)
+        policy = step.policy
+        if step.step_index >= len(policy.steps):
+            step.round += 1
+            step.step_index = 0
+            if step.round > policy.repeat_rounds:
+                self._unanswered(step, outbox)
                 return False
-        step = policy.steps[esc.step_index]
+        policy_step = policy.steps[step.step_index]
         recipients = resolve_step(
             outbox.session,
-            step,
-            zone_id=resident.zone_id,
-            resident_id=resident.id,
-            alarm_type=alarm.type,
-            severity=alarm.severity,
+            policy_step,
+            zone_id=zone_id,
+            resident_id=step.resident_id,
+            alarm_type=step.type,
+            severity=step.severity,
             at=now,
             tz=self.ctx.tz,
             directory=directory,
         )
         reached = 0
         for recipient in recipients:
-            for channel in step.channels:
+            text: str | None = None  # portal and SMS say the same
+            for channel in policy_step.channels:
                 if channel == "portal" and recipient.kind != "staff":
                     continue
-                body = (
-                    _voice_text(resident.label, alarm, recipient.language)
-                    if channel == "voice"
-                    else _alarm_text(resident.label, alarm, recipient, self.ctx, now)
-                )
+                if channel == "voice":
+                    body = _voice_text(label, step, recipient.language)
+                else:
+                    text = text or _alarm_text(label, step, recipient, self.ctx, now)
+                    body = text
                 if outbox.queue(
-                    alarm,
+                    step.id,
                     recipient,
                     channel=channel,
                     purpose="alarm",
                     body=body,
-                    step_index=esc.step_index,
-                    round_no=esc.round,
+                    step_index=step.step_index,
+                    round_no=step.round,
                 ):
                     reached += 1
         if reached == 0:
             outbox.note(
-                alarm,
+                step.id,
                 "note",
-                {"note": f"step {esc.step_index + 1} reached nobody", "round": esc.round},
+                {"note": f"step {step.step_index + 1} reached nobody", "round": step.round},
             )
         metrics.ESCALATION_STEPS.inc()
-        esc.step_index += 1
-        esc.next_due_at = now + timedelta(seconds=step.wait_s)
-        esc.updated_at = now
+        step.step_index += 1
+        step.next_due_at = now + timedelta(seconds=policy_step.wait_s)
         # 'notified' means someone was told; a step that reached nobody leaves the alarm open
-        return reached > 0 and alarm.status == AlarmStatus.OPEN
+        return reached > 0 and step.status == AlarmStatus.OPEN
 
-    def _unanswered(self, esc: AlarmEscalation, alarm: Alarm, outbox: _Outbox) -> None:
-        esc.state = UNANSWERED
-        esc.next_due_at = None
-        esc.updated_at = outbox.now
-        alarm.unanswered = True
-        outbox.note(alarm, "unanswered", {"rounds": esc.round - 1})
+    def _unanswered(self, step: _Step, outbox: _Outbox) -> None:
+        step.state = UNANSWERED
+        step.next_due_at = None
+        outbox.note(step.id, "unanswered", {"rounds": step.round - 1})
         metrics.ALARMS_UNANSWERED.inc()
-        logger.error("alarm %s is UNANSWERED after all escalation rounds", alarm.id)
+        logger.error("alarm %s is UNANSWERED after all escalation rounds", step.id)
 
     def _reschedule(self) -> None:
         with self._session_factory() as session:
@@ -626,11 +730,26 @@ class EscalationEngine:
 
     def _first_steps(self, session: Session) -> None:
         opened: list[tuple[AlarmEscalation, Alarm, datetime]] = session.info.pop(_OPENED, [])
-        by_time: dict[datetime, list[tuple[AlarmEscalation, Alarm]]] = {}
+        if not opened:
+            return
+        session.flush()  # the new alarms and escalations exist before the bulk writes
+        by_time: dict[datetime, list[_Step]] = {}
         for esc, alarm, now in opened:
-            by_time.setdefault(now, []).append((esc, alarm))
-        for now, pairs in by_time.items():
-            self._run_steps(session, pairs, now)
+            by_time.setdefault(now, []).append(
+                _Step(
+                    id=alarm.id,
+                    status=alarm.status,
+                    type=alarm.type,
+                    severity=alarm.severity,
+                    resident_id=alarm.resident_id,
+                    short_code=alarm.short_code,
+                    policy=self._policy(json.dumps(esc.policy_snapshot, sort_keys=True)),
+                    step_index=esc.step_index,
+                    round=esc.round,
+                )
+            )
+        for now, steps in by_time.items():
+            self._run_steps(session, steps, now)
 
     def alarm_cancelled(self, session: Session, alarm: Alarm, now: datetime) -> None:
         alarm_closed(session, alarm, now=now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Final
 
@@ -49,6 +49,7 @@ def catalogue(language: str) -> Mapping[str, str]:
     return dict(raw)
 
 
+@lru_cache(maxsize=1024)
 def placeholders(text: str) -> frozenset[str]:
     """The ``{name}`` placeholders of a text."""
     return frozenset(

@@ -380,6 +380,38 @@ def test_one_tick_advances_many_alarms_with_a_constant_number_of_statements(
 
 
 @pytest.mark.postgres
+def test_a_burst_larger_than_a_batch_runs_in_several_commits_waking_the_sender_after_each(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More due steps than one transaction takes: one tick runs them all, batch after batch,
+    each alarm exactly once, and the sender is woken as each batch commits (not only at the
+    end), so the first SMS of a burst do not wait for the last."""
+    from hub.escalation import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "DUE_BATCH", 3)
+    residents = seed(session_factory, residents=8)
+    clock = FakeClock(T0)
+    queued_at_wake: list[int] = []
+
+    def wake() -> None:
+        with session_factory() as s:
+            queued_at_wake.append(
+                len(s.scalars(select(Notification.id).where(Notification.purpose == "alarm")).all())
+            )
+
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX, on_outbox=wake)
+    for r in residents:
+        open_alarm(session_factory, r, clock.now())
+    assert engine.tick() == 8
+    # batches of 3, 3 and 2 alarms; step 1 writes a portal message and an SMS to Nina each
+    assert queued_at_wake == [6, 12, 16]
+    with session_factory() as s:
+        escalations = s.scalars(select(AlarmEscalation)).all()
+        assert [e.step_index for e in escalations] == [1] * 8
+        assert all(e.next_due_at == T0 + timedelta(minutes=2) for e in escalations)
+    assert engine.tick() == 0
+
+
 def test_an_alarm_a_person_holds_is_left_for_the_next_tick_not_waited_for(pg_url: str) -> None:
     """While a nurse's transaction holds the alarm, the tick skips it (no wait, no deadlock);
     the step runs on the next tick once the lock is gone."""

@@ -130,7 +130,8 @@ class _Outbox:
             "recipient_kind": recipient.kind,
             "recipient_id": recipient.id,
             "to_number": recipient.phone if channel != "portal" else None,
-            "body": body,
+            # the board shows the alarm itself: a portal row keeps no copy of the text
+            "body": "" if channel == "portal" else body,
             "status": "sent" if channel == "portal" else "queued",
             "attempts": 0,
             "next_attempt_at": None if channel == "portal" else now,
@@ -143,7 +144,6 @@ class _Outbox:
             "channel": channel,
             "purpose": purpose,
             "recipient": f"{recipient.kind}:{recipient.id}",
-            "name": recipient.name,
             "step": None if step_index is None else step_index + 1,
             "round": round_no,
         }

@@ -164,7 +164,12 @@ def load_or_create_demo_keys(path: Path) -> list[str]:
 
 
 def encrypt_value(value: str, ring: KeyRing | None = None) -> str:
-    """The stored form of ``value``: ``v1:<token>`` with the ring's first key, else ``v0:value``."""
+    """The stored form of ``value``: ``v1:<token>`` with the ring's first key, else ``v0:value``.
+
+    The empty string is stored as ``v0:`` with or without keys: there is nothing to hide (a
+    token's length would tell it anyway), and an outbox row without text costs no encryption."""
+    if value == "":
+        return PREFIX_CLEAR
     ring = ring or _state.ring
     if ring.primary is None:
         if not _state.configured and not _state.warned:
@@ -195,8 +200,9 @@ def decrypt_value(stored: str, field_name: str = "value", ring: KeyRing | None =
 
 
 def is_current(stored: str, ring: KeyRing) -> bool:
-    """Whether ``stored`` is already in the form the ring writes (encrypted with its first key)."""
-    if ring.primary is None:
+    """Whether ``stored`` is already in the form the ring writes (encrypted with its first key;
+    the empty string is always ``v0:``)."""
+    if ring.primary is None or stored == PREFIX_CLEAR:
         return stored.startswith(PREFIX_CLEAR)
     if not stored.startswith(PREFIX_ENCRYPTED):
         return False

@@ -130,6 +130,14 @@ def add_secret_and_outbox(factory: sessionmaker[Session]) -> None:
             summary="fall",
         )
         start_escalation(session, alarm, now=T0, ctx=EscalationContext(ZoneInfo("Europe/Oslo"), ""))
+        alarms.add_note(
+            session,
+            alarm.id,
+            now=T0,
+            actor="staff:nina",
+            kind="note",
+            detail={"note": "Per Nordmann called back", "by": "nina"},
+        )
 
 
 def raw_values(engine: Engine) -> dict[str, str]:
@@ -184,14 +192,19 @@ def test_personal_fields_are_stored_encrypted_and_read_back_in_clear(
         told = session.scalars(
             select(AlarmTimelineEntry).where(AlarmTimelineEntry.kind == "notification")
         ).one()
-        assert told.detail["name"] == "Per Nordmann"  # read back in clear
+        # the timeline names the message's person by id only (the portal looks the name up)
+        assert "name" not in told.detail and told.detail["recipient"].startswith("relative:")
+        note = session.scalars(
+            select(AlarmTimelineEntry).where(AlarmTimelineEntry.kind == "note")
+        ).one()
+        assert note.detail["note"] == "Per Nordmann called back"  # read back in clear
     # ... but stored encrypted inside the timeline's JSON, the rest of it plain
     with engine.connect() as connection:
         stored = connection.execute(
-            text("SELECT detail FROM alarm_timeline WHERE kind = 'notification'")
+            text("SELECT detail FROM alarm_timeline WHERE kind = 'note'")
         ).scalar_one()
     stored_json = stored if isinstance(stored, dict) else json.loads(stored)
-    assert stored_json["name"].startswith("v1:") and stored_json["channel"] == "sms"
+    assert stored_json["note"].startswith("v1:") and stored_json["by"] == "nina"
     assert "Per Nordmann" not in json.dumps(stored_json)
 
 
@@ -221,6 +234,16 @@ def test_legacy_values_without_a_prefix_are_read_as_clear_text(
         connection.execute(text("UPDATE relatives SET name = 'Ola Legacy'"))
     with session_factory() as session:
         assert session.scalars(select(Relative.name)).one() == "Ola Legacy"
+
+
+def test_the_empty_string_is_stored_as_empty_and_counts_as_current() -> None:
+    """Nothing to hide in "" (a token's length would tell it): stored as ``v0:`` with or without
+    keys, read back as "", and ``keys rotate`` leaves it alone."""
+    ring = configure_keys([KEY_A])
+    assert crypto.encrypt_value("") == "v0:"
+    assert crypto.decrypt_value("v0:") == ""
+    assert crypto.is_current("v0:", ring)
+    assert crypto.encrypt_value("x").startswith("v1:")
 
 
 def test_a_tampered_ciphertext_is_a_clear_error_naming_the_column(

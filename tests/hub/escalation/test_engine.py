@@ -152,6 +152,15 @@ def test_a_red_alarm_walks_the_default_policy_step_by_step(
     step1 = queued(session_factory, alarm_id)[1:]
     assert step1 == [("alarm", "portal", None), ("alarm", "sms", "+4790000001")]
     with session_factory() as s:
+        body = dict(
+            s.execute(
+                select(Notification.channel, Notification.body).where(
+                    Notification.alarm_id == alarm_id, Notification.purpose == "alarm"
+                )
+            ).all()
+        )
+        # the board shows the alarm: the portal row keeps no copy of the SMS text
+        assert body["portal"] == "" and "Kari 0" in body["sms"]
         alarm = alarms.get_alarm(s, alarm_id)
         esc = s.get(AlarmEscalation, alarm_id)
         assert alarm.status == AlarmStatus.NOTIFIED

@@ -700,6 +700,17 @@ class EscalationEngine:
 
     def on_alarm_changed(self, alarm_id: int) -> None:
         """A person changed the alarm (portal/API): if it is taken, stop at once."""
+        with self._session_factory() as session:
+            seen = session.execute(
+                select(Alarm.status, AlarmEscalation.state)
+                .join(AlarmEscalation, AlarmEscalation.alarm_id == Alarm.id)
+                .where(Alarm.id == alarm_id)
+            ).first()
+        if seen is None or seen[1] != ACTIVE or seen[0] in UNTAKEN:
+            # Nothing to stop (a delivery receipt, a note): decided by a read, so it takes no
+            # write lock — on SQLite that would make the next ingest batch wait. If the alarm is
+            # taken right after this read, the taker's own call (and the next tick) stop it.
+            return
         now = self._clock.now()
         with self._session_factory() as session, session.begin():
             alarm = alarms.lock_alarms(session, [alarm_id]).get(alarm_id)

@@ -205,6 +205,45 @@ def test_taking_the_alarm_stops_the_escalation_and_tells_the_others(
         assert esc is not None and esc.state == "stopped" and esc.next_due_at is None
 
 
+def test_a_change_that_takes_nothing_costs_no_write_and_a_taken_alarm_is_stopped(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """``on_alarm_changed`` runs after every delivery receipt: when the alarm is still untaken it
+    decides by a read alone (a write would hold SQLite's one writer against ingest); when a
+    person took the alarm in the portal, it stops the escalation and tells the others."""
+    from sqlalchemy import event
+
+    [kari] = seed(session_factory)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+    alarm_id = open_alarm(session_factory, kari, clock.now())
+    engine.tick()
+    statements: list[str] = []
+    bind = session_factory.kw["bind"]
+
+    def record(*args: object) -> None:
+        statements.append(" ".join(str(args[2]).upper().split()))
+
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        engine.on_alarm_changed(alarm_id)
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
+    # reads only: no write, and no row lock either (PostgreSQL: FOR UPDATE)
+    assert statements and all(
+        sql.startswith("SELECT") and "FOR UPDATE" not in sql for sql in statements
+    ), statements
+
+    with session_factory() as s, s.begin():
+        alarms.transition(
+            s, alarm_id, to=AlarmStatus.ACKNOWLEDGED, actor="user:nina", now=clock.now()
+        )
+    engine.on_alarm_changed(alarm_id)
+    with session_factory() as s:
+        esc = s.get(AlarmEscalation, alarm_id)
+        assert esc is not None and esc.state == "stopped" and esc.next_due_at is None
+
+
 class FlakyProvider(RecordingProvider):
     """Fails the first ``failures`` calls as a provider outage would."""
 

@@ -138,9 +138,10 @@ def _take_write_turn(
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    # NORMAL in WAL mode is durable against a process crash (the case we design for);
-    # only an OS crash or power loss can lose the last commits.
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: the WAL is synced at every commit. Ingest acknowledges a message once it is
+    # committed (ADR 1), so a commit must survive a power cut too, not only a process crash
+    # (NORMAL would lose the last acknowledged commits then) — ADR 12.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -104,3 +104,12 @@ def test_a_turn_that_is_never_ended_does_not_block_a_writer_forever(
     turn.release("a leaked holder")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 1
+
+
+def test_every_sqlite_connection_syncs_each_commit_to_disk(engine: Engine) -> None:
+    """Ingest acknowledges a message once committed (ADR 1), so a commit must survive a power
+    cut: WAL mode with ``synchronous=FULL`` (2) on every connection the hub opens (ADR 12)."""
+    with engine.connect() as first, engine.connect() as second:
+        for conn in (first, second):
+            assert conn.execute(text("PRAGMA journal_mode")).scalar_one() == "wal"
+            assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 2

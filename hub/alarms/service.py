@@ -177,18 +177,20 @@ def transition_many_locked(
     to: AlarmStatus,
     actor: str,
     now: datetime,
+    notes_before: Sequence[tuple[int, str, dict[str, Any]]] = (),
 ) -> None:
     """``transition_locked`` for many alarms at once (a step tick marks hundreds 'notified'),
     given as (id, status read under the caller's lock): every transition is checked first, then
     one UPDATE per starting status and one batched INSERT of the timeline rows; no ORM objects
-    are loaded (Alarm objects already in the session are updated to match)."""
+    are loaded (Alarm objects already in the session are updated to match). ``notes_before``
+    are ``add_notes_locked`` notes whose entries go first in that same INSERT."""
     target = AlarmStatus(to)
     by_status: dict[AlarmStatus, list[int]] = {}
     for alarm_id, current in alarms:
         check_transition(current, target, None)
         by_status.setdefault(AlarmStatus(current), []).append(alarm_id)
+    rows, touched = _note_rows(notes_before, now, actor)
     detail: dict[str, Any] = {"outcome": None, "note": None}
-    rows: list[dict[str, Any]] = []
     for current, ids in by_status.items():
         for chunk in chunked(ids):
             changed = session.execute(
@@ -204,7 +206,9 @@ def transition_many_locked(
             _entry_row(a, now, actor, KIND_TRANSITION, detail, current.value, target.value)
             for a in ids
         )
+        touched.difference_update(ids)  # their updated_at is set already
         logger.info("%d alarm(s): %s → %s by %s", len(ids), current.value, target.value, actor)
+    _touch(session, touched, now)
     _insert_entries(session, rows)
 
 
@@ -319,15 +323,26 @@ def add_notes_locked(
     """Many ``add_note`` at once, as (alarm id, kind, detail), in this order: one batched
     INSERT and one UPDATE of the alarms' ``updated_at`` per few hundred alarms, no ORM objects
     loaded (a step tick writes hundreds). The alarms are locked by the caller."""
+    rows, touched = _note_rows(notes, now, actor)
+    _touch(session, touched, now)
+    _insert_entries(session, rows)
+
+
+def _note_rows(
+    notes: Sequence[tuple[int, str, dict[str, Any]]], now: datetime, actor: str
+) -> tuple[list[dict[str, Any]], set[int]]:
+    """The timeline rows of ``notes`` (kinds checked) and the alarms they touch."""
     rows: list[dict[str, Any]] = []
-    touched: dict[int, None] = {}
     for alarm_id, kind, detail in notes:
         _check_note_kind(kind)
-        touched[alarm_id] = None
         rows.append(_entry_row(alarm_id, now, actor, kind, detail, None, None))
-    for chunk in chunked(list(touched)):
+    return rows, {row["alarm_id"] for row in rows}
+
+
+def _touch(session: Session, alarm_ids: set[int], now: datetime) -> None:
+    """Set ``updated_at`` of these alarms (a note is a change the board shows)."""
+    for chunk in chunked(sorted(alarm_ids)):
         session.execute(update(Alarm).where(Alarm.id.in_(chunk)).values(updated_at=now))
-    _insert_entries(session, rows)
 
 
 def _check_note_kind(kind: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -154,8 +154,10 @@ class _Outbox:
         """A timeline entry, written after the timeline entries of the messages."""
         self._notes.append((alarm_id, kind, detail))
 
-    def flush(self) -> None:
-        """Write the messages, learn their ids, then write the timeline naming them."""
+    def flush(self, notified: Sequence[tuple[int, AlarmStatus]] = ()) -> None:
+        """Write the messages, learn their ids, then write the timeline naming them; with
+        ``notified`` (alarm id, status read under the lock), also move those alarms to
+        'notified', their transitions' entries after the messages' in the same INSERT."""
         session = self.session
         notes: list[tuple[int, str, dict[str, Any]]] = []
         if self._messages:
@@ -169,7 +171,17 @@ class _Outbox:
             for key, (alarm_id, _row, detail) in self._messages.items():
                 notes.append((alarm_id, "notification", {"notification_id": ids[key], **detail}))
         notes.extend(self._notes)
-        alarms.add_notes_locked(session, notes, now=self.now, actor=ACTOR)
+        if notified:
+            alarms.transition_many_locked(
+                session,
+                notified,
+                to=AlarmStatus.NOTIFIED,
+                actor=ACTOR,
+                now=self.now,
+                notes_before=notes,
+            )
+        else:
+            alarms.add_notes_locked(session, notes, now=self.now, actor=ACTOR)
         self._messages.clear()
         self._notes.clear()
 
@@ -569,19 +581,31 @@ class EscalationEngine:
             self.on_outbox()  # committed: the sender may go
         return len(due), len(steps)
 
-    def _run_steps(self, session: Session, steps: Sequence[_Step], now: datetime) -> None:
+    def _run_steps(
+        self,
+        session: Session,
+        steps: Sequence[_Step],
+        now: datetime,
+        *,
+        residents: Mapping[int, tuple[str, int]] | None = None,
+        save: Callable[[Session, Sequence[_Step], datetime], None] | None = None,
+    ) -> None:
         """Advance these escalations (their alarms locked by this transaction) together:
         residents, roster and relatives read once; outbox and timeline written in bulk; the
-        escalations and alarms updated with one UPDATE per distinct new state."""
+        escalations and alarms updated with one UPDATE per distinct new state.
+
+        ``residents`` (id → label, zone) when the caller has them; ``save`` writes the advanced
+        escalations (default: ``_save_steps``)."""
         resident_ids = {step.resident_id for step in steps}
-        residents = {
-            rid: (label, zone_id)
-            for rid, label, zone_id in session.execute(
-                select(Resident.id, Resident.label, Resident.zone_id).where(
-                    Resident.id.in_(resident_ids)
+        if residents is None:
+            residents = {
+                rid: (label, zone_id)
+                for rid, label, zone_id in session.execute(
+                    select(Resident.id, Resident.label, Resident.zone_id).where(
+                        Resident.id.in_(resident_ids)
+                    )
                 )
-            )
-        }
+            }
         directory = Directory(session, now, self.ctx.tz)
         directory.preload_relatives(resident_ids)
         outbox = _Outbox(session, now)
@@ -603,14 +627,11 @@ class EscalationEngine:
             advanced.append(step)
             if step.state == UNANSWERED:
                 unanswered.append(step.id)
+        (save or _save_steps)(session, advanced, now)
         session.flush()  # the few ORM changes of stopped escalations, before the bulk writes
-        _save_steps(session, advanced, now)
         for chunk in alarms.chunked(unanswered):
             session.execute(update(Alarm).where(Alarm.id.in_(chunk)).values(unanswered=True))
-        outbox.flush()
-        alarms.transition_many_locked(
-            session, notified, to=AlarmStatus.NOTIFIED, actor=ACTOR, now=now
-        )
+        outbox.flush(notified)
 
     def _policy(self, snapshot_text: str) -> Policy:
         """The policy of a snapshot (its JSON text), parsed once per distinct snapshot (most
@@ -743,9 +764,13 @@ class EscalationEngine:
         opened: list[tuple[AlarmEscalation, Alarm, datetime]] = session.info.pop(_OPENED, [])
         if not opened:
             return
-        session.flush()  # the new alarms and escalations exist before the bulk writes
+        escalations = {alarm.id: esc for esc, alarm, _now in opened}
+        residents: dict[int, tuple[str, int]] = {}
         by_time: dict[datetime, list[_Step]] = {}
         for esc, alarm, now in opened:
+            resident = session.get(Resident, alarm.resident_id)  # loaded by start_escalation
+            assert resident is not None
+            residents[resident.id] = (resident.label, resident.zone_id)
             by_time.setdefault(now, []).append(
                 _Step(
                     id=alarm.id,
@@ -759,8 +784,17 @@ class EscalationEngine:
                     round=esc.round,
                 )
             )
-        for now, steps in by_time.items():
-            self._run_steps(session, steps, now)
+
+        def save(_session: Session, steps: Sequence[_Step], now: datetime) -> None:
+            # the new escalation rows are not written yet: they are INSERTed with step 1 done
+            for step in steps:
+                esc = escalations[step.id]
+                esc.step_index, esc.round, esc.state = step.step_index, step.round, step.state
+                esc.next_due_at, esc.updated_at = step.next_due_at, now
+
+        with session.no_autoflush:
+            for now, steps in by_time.items():
+                self._run_steps(session, steps, now, residents=residents, save=save)
 
     def alarm_cancelled(self, session: Session, alarm: Alarm, now: datetime) -> None:
         alarm_closed(session, alarm, now=now)

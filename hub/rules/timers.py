@@ -78,7 +78,7 @@ class SchedulerTimer:
             try:
                 self._callback()
             except Exception:
-                logger.exception("running due rules failed; the safety tick retries")
+                logger.exception("timer callback failed; the safety tick retries")
 
     def _real_time_of(self, when: datetime) -> datetime:
         speed = float(getattr(self._clock, "speed", 1.0))

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,12 @@ def _args() -> argparse.Namespace:
         help="escalation: seconds over which the spread run's steps fall due",
     )
     parser.add_argument(
+        "--sms-runs",
+        type=int,
+        default=3,
+        help="escalation: fall → first SMS runs per database (its p99 varies from run to run)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="escalation: cProfile the step tick (inflates its times)",
@@ -68,6 +75,7 @@ def _args() -> argparse.Namespace:
         args.homes, args.falls = min(args.homes, 100), min(args.falls, 20)
         args.residents, args.alarms = min(args.residents, 500), min(args.alarms, 500)
         args.spread = min(args.spread, 10.0)
+        args.sms_runs = 1
     return args
 
 
@@ -241,14 +249,23 @@ def _escalation(args: argparse.Namespace, pg: str | None, console: Console) -> N
         pg_admin_url=pg,
         profile=args.profile,
         spread_s=args.spread,
+        sms_runs=args.sms_runs,
         log=lambda line: console.print(f"[dim]{line}[/dim]"),
     )
     console.print(_sms_table(sms))
+    by_target: dict[str, list[SmsRun]] = {}
     for r in sms:
-        ok = "met" if r.p99_ms <= FALL_SMS_GOAL_MS and r.sms == r.falls else "MISSED"
+        by_target.setdefault(r.target, []).append(r)
+    for target, runs in by_target.items():
+        p99s = sorted(r.p99_ms for r in runs)
+        median = statistics.median(p99s)
+        all_sent = all(r.sms == r.falls for r in runs)
+        ok = "met" if median <= FALL_SMS_GOAL_MS and all_sent else "MISSED"
         console.print(
-            f"{r.target}: fall → first SMS p99 {r.p99_ms:.1f} ms at {r.load_rate:.0f}/s, "
-            f"{r.sms}/{r.falls} falls got an SMS (goal p99 ≤ {FALL_SMS_GOAL_MS:.0f} ms: {ok})"
+            f"{target}: fall → first SMS p99 {', '.join(f'{p:.1f}' for p in p99s)} ms in "
+            f"{len(runs)} run(s) at {runs[0].load_rate:.0f}/s (median {median:.1f}), every fall "
+            f"got its SMS: {all_sent} (goal p99 ≤ {FALL_SMS_GOAL_MS:.0f} ms, median of the runs: "
+            f"{ok})"
         )
     console.print(_step_table(steps))
     for s in steps:

@@ -547,10 +547,12 @@ def run_escalation_bench(
     pg_admin_url: str | None,
     profile: bool = False,
     spread_s: float = SPREAD_S,
+    sms_runs: int = 1,
     log: Callable[[str], None] = print,
 ) -> tuple[list[SmsRun], list[StepRun], dict[str, str]]:
-    """Fall → first SMS under load, ``alarms`` steps due at once, and ``alarms`` steps due
-    spread over ``spread_s``; SQLite and PostgreSQL."""
+    """Fall → first SMS under load (``sms_runs`` times per database, each on a fresh one: its
+    tail varies from run to run), ``alarms`` steps due at once, and ``alarms`` steps due spread
+    over ``spread_s``; SQLite and PostgreSQL."""
     falls = min(falls, homes)
     sms: list[SmsRun] = []
     steps: list[StepRun] = []
@@ -567,20 +569,24 @@ def run_escalation_bench(
             targets.append(("postgresql", lambda: temporary_database(pg_admin_url)))
         with MosquittoProcess(work / "broker") as broker:
             for label, database in targets:
-                log(f"fall → first SMS on {label}: {homes} homes, {rate:.0f}/s, {falls} falls")
-                with database() as url:
-                    sms.append(
-                        measure_fall_sms(
-                            broker,
-                            url,
-                            label,
-                            homes=homes,
-                            rate=rate,
-                            seconds=seconds,
-                            falls=falls,
-                            work=work,
-                        )
+                for run in range(1, sms_runs + 1):
+                    log(
+                        f"fall → first SMS on {label} (run {run} of {sms_runs}): {homes} homes, "
+                        f"{rate:.0f}/s, {falls} falls"
                     )
+                    with database() as url:
+                        sms.append(
+                            measure_fall_sms(
+                                broker,
+                                url,
+                                label,
+                                homes=homes,
+                                rate=rate,
+                                seconds=seconds,
+                                falls=falls,
+                                work=work,
+                            )
+                        )
         for label, database in targets:
             log(f"{alarms} escalation steps due at once on {label}")
             with database() as url:

@@ -19,7 +19,10 @@ Decisions taken here:
   and any button action. A fall, a status report or ``motion=False`` is not activity.
 - The inactivity stopwatch starts at the first observation the rules see for the resident.
 - Back after a door at night: the door closed again and, after that close, ``motion=True`` from a
-  device whose room is not of kind "entrance" (unknown room counts as inside).
+  device whose room is not of kind "entrance" (unknown room counts as inside). "After" is by the
+  events' own times (the devices' ``ts``, within ``MAX_EVENT_LAG`` before arrival, never after
+  it; the arrival time without one), so door and motion events that arrive out of order count
+  in the order they happened; a door event older than the door's latest one changes nothing.
 - Bathroom: the visit is ended only by motion in a room of a known kind other than bathroom.
 - Supervision: a device whose ``last_seen_at`` is unknown is counted from when the rules first
   supervised it; the offline alarm fires at ``last seen + interval + grace`` (not a tick later).
@@ -65,6 +68,8 @@ __all__ = ["evaluate_due", "evaluate_observation", "initial_state"]
 BATTERY_HYSTERESIS_PCT = 5
 CANCELLED_BY_RESIDENT = "cancelled by the resident"
 RETRY_AFTER_ERROR = timedelta(minutes=1)
+# a device time further back than this from the arrival is not trusted for ordering (bad clock)
+MAX_EVENT_LAG = timedelta(minutes=15)
 
 
 def initial_state() -> dict[str, Any]:
@@ -102,6 +107,19 @@ def _number(raw: Any) -> float | None:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         return None
     return float(raw) if isfinite(raw) else None
+
+
+def _event_time(obs: Observation, t: datetime) -> datetime:
+    """When the event happened, for ordering: the device's ``ts`` if plausible, else ``t``.
+
+    Never after ``t`` (a clock running ahead) and not more than ``MAX_EVENT_LAG`` before it (a
+    clock far behind): such times fall back to ``t``, i.e. to the order of arrival.
+    """
+    ts = obs.ts
+    if not isinstance(ts, datetime):
+        return t
+    ts = to_utc(ts)
+    return t if ts < t - MAX_EVENT_LAG else min(ts, t)
 
 
 def _in_test_mode(device: DeviceInfo, at: datetime) -> bool:
@@ -207,9 +225,9 @@ class _Run:
             case "button":
                 self._button(obs.device_id, data, t)
             case "door":
-                self._door(obs.device_id, data, t, happened)
+                self._door(obs.device_id, device, data, t, happened, _event_time(obs, t))
             case "motion":
-                self._motion(obs.device_id, device, data, t, happened)
+                self._motion(obs.device_id, device, data, t, happened, _event_time(obs, t))
             case "status":
                 self._status(device, data, t)
             case _:
@@ -264,27 +282,59 @@ class _Run:
         else:
             self.out.append(Note(f"button event with unknown action {action!r}", dev_id))
 
-    def _door(self, dev_id: str, data: dict[str, Any], t: datetime, h: datetime) -> None:
+    def _door(
+        self,
+        dev_id: str,
+        d: DeviceInfo | None,
+        data: dict[str, Any],
+        t: datetime,
+        h: datetime,
+        e: datetime,
+    ) -> None:
         is_open = data.get("open")
         if not isinstance(is_open, bool):
             self.out.append(Note("door event without an open/closed state", dev_id))
             return
         self._activity(t, "door")
         st, cfg = self.st, self.cfg
+        # the door's own events in the door's own order: one that happened before the latest
+        # one seen arrived late and does not change whether the door is open
+        record = self._record(dev_id, t) if d is not None else None
+        later_close: datetime | None = None
+        if record is not None and record.door_at is not None and e < record.door_at:
+            if record.door_open is False:
+                later_close = record.door_at
+            stale = True
+        else:
+            stale = False
+            if record is not None:
+                record.door_at, record.door_open = e, is_open
         if st.absent:
             return
+        door = st.door
         if not is_open:
-            if st.door is not None:
-                st.door.closed = True
+            if door is not None and not stale:
+                door.closed, door.closed_at = True, e
+                if door.inside_at is not None and door.inside_at > e:
+                    st.door = None  # motion inside after this close arrived before it: back
             return
-        if st.door is not None:
-            st.door.closed = False  # opened again: the original deadline stands
+        if door is not None:
+            if not stale:
+                door.closed, door.closed_at = False, None  # the original deadline stands
         elif cfg.door_night_enabled and in_window(h, cfg.night_start, cfg.night_end, self.ctx.tz):
             grace = timedelta(seconds=cfg.door_grace_s)
             st.door = DoorPending(opened_at=t, due_at=t + grace, device_id=dev_id)
+            if later_close is not None:  # its close overtook it: the door is already shut
+                st.door.closed, st.door.closed_at = True, later_close
 
     def _motion(
-        self, dev_id: str, d: DeviceInfo | None, data: dict[str, Any], t: datetime, h: datetime
+        self,
+        dev_id: str,
+        d: DeviceInfo | None,
+        data: dict[str, Any],
+        t: datetime,
+        h: datetime,
+        e: datetime,
     ) -> None:
         motion = data.get("motion")
         if not isinstance(motion, bool):
@@ -297,8 +347,12 @@ class _Run:
         if st.absent:
             return
         room = d.room_kind if d is not None else None
-        if st.door is not None and st.door.closed and room != "entrance":
-            st.door = None  # back in time
+        door = st.door
+        if door is not None and room != "entrance":
+            if door.closed and (door.closed_at is None or e >= door.closed_at):
+                st.door = None  # back in time
+            elif door.inside_at is None or e > door.inside_at:
+                door.inside_at = e  # a close that happened before it may still arrive
         if room == "bathroom":
             if (
                 st.bathroom is None

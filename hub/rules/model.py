@@ -63,13 +63,16 @@ class Observation:
 
     ``kind`` is fall, door, motion, button or status; ``data`` holds the event's fields
     (open, motion, action, fall_state, confidence, battery, tamper, rssi, online).
-    ``at`` is when the hub received it (the hub's clock): rules use it, never the device's time.
+    ``at`` is when the hub received it (the hub's clock): timers and times of day use it.
+    ``ts`` is the device's own time of the event (None for Zigbee2MQTT): the door rule uses it
+    only to put door and motion events that arrived out of order back in order.
     """
 
     device_id: str
     kind: str
     at: datetime
     data: dict[str, Any]
+    ts: datetime | None = None
 
 
 # ---- decisions -----------------------------------------------------------------------------

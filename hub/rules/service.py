@@ -196,6 +196,7 @@ class RulesService:
                     kind=event.kind,
                     at=event.received_at,
                     data=dict(event.data),
+                    ts=event.event_ts,
                 )
             )
         if not by_home:

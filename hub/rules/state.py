@@ -60,6 +60,10 @@ class DoorPending:
     due_at: datetime
     device_id: str
     closed: bool = False
+    # event times (the device's clock, see engine._event_time) of the close that counts and of
+    # the latest motion inside: motion after the close is back, in whichever order they arrive
+    closed_at: datetime | None = None
+    inside_at: datetime | None = None
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -67,6 +71,8 @@ class DoorPending:
             "due_at": _iso(self.due_at),
             "device_id": self.device_id,
             "closed": self.closed,
+            "closed_at": _iso(self.closed_at),
+            "inside_at": _iso(self.inside_at),
         }
 
     @staticmethod
@@ -75,7 +81,14 @@ class DoorPending:
         opened, due = _dt(d.get("opened_at")), _dt(d.get("due_at"))
         if opened is None or due is None:
             return None
-        return DoorPending(opened, due, _str(d.get("device_id")) or "", d.get("closed") is True)
+        return DoorPending(
+            opened,
+            due,
+            _str(d.get("device_id")) or "",
+            d.get("closed") is True,
+            _dt(d.get("closed_at")),
+            _dt(d.get("inside_at")),
+        )
 
 
 @dataclass(slots=True)
@@ -108,9 +121,13 @@ class DeviceRecord:
     offline_since: datetime | None = None  # a DEVICE_OFFLINE was raised at this time
     low_battery: bool = False
     tamper: bool = False
+    # a door contact's latest event by its own time: (event time, open); a door event older than
+    # it arrived late and does not change whether the door is open
+    door_at: datetime | None = None
+    door_open: bool | None = None
 
     def dump(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "watch_from": _iso(self.watch_from),
             "alive_at": _iso(self.alive_at),
             "news": self.news,
@@ -118,11 +135,16 @@ class DeviceRecord:
             "low_battery": self.low_battery,
             "tamper": self.tamper,
         }
+        if self.door_at is not None:
+            out["door"] = {"at": _iso(self.door_at), "open": self.door_open}
+        return out
 
     @staticmethod
     def load(raw: Any, fallback: datetime) -> DeviceRecord:
         d = _dict(raw)
         news = d.get("news")
+        door = _dict(d.get("door"))
+        door_at, door_open = _dt(door.get("at")), door.get("open")
         return DeviceRecord(
             watch_from=_dt(d.get("watch_from")) or fallback,
             alive_at=_dt(d.get("alive_at")),
@@ -130,6 +152,8 @@ class DeviceRecord:
             offline_since=_dt(d.get("offline_since")),
             low_battery=d.get("low_battery") is True,
             tamper=d.get("tamper") is True,
+            door_at=door_at,
+            door_open=door_open if isinstance(door_open, bool) and door_at else None,
         )
 
 

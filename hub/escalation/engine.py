@@ -507,6 +507,7 @@ class EscalationEngine:
         self.ctx = ctx
         self.on_outbox = on_outbox
         self._lock = threading.Lock()
+        self._wake_lock = threading.Lock()
         self._policies: dict[str, Policy] = {}
 
     def start(self) -> None:
@@ -713,11 +714,14 @@ class EscalationEngine:
         logger.error("alarm %s is UNANSWERED after all escalation rounds", step.id)
 
     def _reschedule(self) -> None:
-        with self._session_factory() as session:
+        # Read and move under one lock: the timer keeps a single wake-up, and the last to move
+        # it must be the last to have read (the tick, the ingest worker and the portal all
+        # reschedule, each after its own commit).
+        with self._wake_lock, self._session_factory() as session:
             nxt = session.scalar(
                 select(func.min(AlarmEscalation.next_due_at)).where(AlarmEscalation.state == ACTIVE)
             )
-        self._timer.wake_at(nxt)
+            self._timer.wake_at(nxt)
 
     def on_alarm_changed(self, alarm_id: int) -> None:
         """A person changed the alarm (portal/API): if it is taken, stop at once."""

@@ -171,6 +171,10 @@ class RulesService:
         self.feedback = feedback
         self.escalation = escalation
         self._due_lock = threading.Lock()
+        # The ingest worker and the timer's thread both move the wake-up: a later one must never
+        # replace an earlier one it did not see (the timer keeps one wake-up), so compare and
+        # move under a lock.
+        self._wake_lock = threading.Lock()
         self._scheduled_for: datetime | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -236,9 +240,12 @@ class RulesService:
         earliest = info.get(AFTER_COMMIT_EARLIEST)
         # The timer only ever needs to move earlier here: a later due time is found by the
         # run_due that the current wake-up triggers (timers only wake the rules early).
-        if earliest is not None and (self._scheduled_for is None or earliest < self._scheduled_for):
-            self._scheduled_for = earliest
-            self._timer.wake_at(earliest)
+        if earliest is None:
+            return
+        with self._wake_lock:
+            if self._scheduled_for is None or earliest < self._scheduled_for:
+                self._scheduled_for = earliest
+                self._timer.wake_at(earliest)
 
     # -- timers ---------------------------------------------------------------------------------
     def run_due(self) -> int:
@@ -298,10 +305,12 @@ class RulesService:
         return total
 
     def _reschedule(self) -> None:
-        with self._session_factory() as session:
+        # Read under the lock: a commit's earlier due time either is in this read or is compared
+        # with its result afterwards (after_commit waits for the lock).
+        with self._wake_lock, self._session_factory() as session:
             nxt = session.scalar(select(func.min(RuleState.next_due_at)))
-        self._scheduled_for = nxt
-        self._timer.wake_at(nxt)
+            self._scheduled_for = nxt
+            self._timer.wake_at(nxt)
 
     # -- state and decisions --------------------------------------------------------------------
     @staticmethod

@@ -1,0 +1,93 @@
+"""The timers keep one wake-up each: a stale later wake-up must never replace an earlier one.
+
+The rules' and the escalation's wake-ups are moved from several threads (the ingest worker after
+its commit, the timer's own thread after a run, the portal after a person took an alarm). If one
+thread read "next due 10:05", another committed "due 10:00" and set the timer to 10:00, and then
+the first one set it to 10:05, the 10:00 step would run only at the next safety tick (up to a
+minute late). Each test holds one thread between its read and its wake-up and lets the other run.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.clock import FakeClock
+from hub.escalation.engine import EscalationEngine
+from hub.rules.service import AFTER_COMMIT_EARLIEST, RulesService
+from hub.storage.models import Resident, RuleState
+from tests.factories import add_home
+from tests.hub.escalation.test_engine import CTX, open_alarm, seed
+
+T0 = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)  # 03:00 in Oslo
+
+
+class HeldTimer:
+    """Records every wake-up; the first one asked for is held until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.wakes: list[datetime | None] = []
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self._first = True
+
+    def start(self, callback: object) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def wake_at(self, when: datetime | None) -> None:
+        if self._first:
+            self._first = False
+            self.holding.set()
+            assert self.release.wait(20)
+        self.wakes.append(when)
+
+
+def _race(timer: HeldTimer, stale: threading.Thread, fresh: threading.Thread) -> None:
+    """``stale`` reads and is held before its wake-up; ``fresh`` runs meanwhile; then both end."""
+    stale.start()
+    assert timer.holding.wait(20)
+    fresh.start()
+    fresh.join(0.5)  # without the lock it finishes here; with it, it waits for ``stale``
+    timer.release.set()
+    stale.join(20)
+    fresh.join(20)
+    assert not stale.is_alive() and not fresh.is_alive()
+
+
+def test_an_escalation_due_earlier_is_not_overwritten_by_a_stale_wake_up(
+    session_factory: sessionmaker[Session],
+) -> None:
+    kari, ola = seed(session_factory, residents=2)
+    timer = HeldTimer()
+    engine = EscalationEngine(session_factory, FakeClock(T0), timer, CTX)
+    open_alarm(session_factory, kari, T0 + timedelta(minutes=5))  # step 1 due 03:05
+
+    def fresh() -> None:
+        open_alarm(session_factory, ola, T0)  # step 1 due 03:00, committed after the read
+        engine.wake()
+
+    _race(timer, threading.Thread(target=engine.wake), threading.Thread(target=fresh))
+    assert timer.wakes[-1] == T0
+
+
+def test_a_rule_due_earlier_is_not_overwritten_by_a_stale_wake_up(
+    session_factory: sessionmaker[Session],
+) -> None:
+    add_home(session_factory)
+    with session_factory() as s, s.begin():
+        [resident] = s.query(Resident).all()
+        due = T0 + timedelta(minutes=5)
+        s.add(RuleState(resident_id=resident.id, state={}, next_due_at=due, updated_at=T0))
+    timer = HeldTimer()
+    rules = RulesService(session_factory, FakeClock(T0 - timedelta(hours=1)), timer)
+
+    def fresh() -> None:  # an ingest batch committed a state due at 03:00
+        rules.after_commit({AFTER_COMMIT_EARLIEST: T0})
+
+    _race(timer, threading.Thread(target=rules.run_due), threading.Thread(target=fresh))
+    assert timer.wakes[-1] == T0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import ColumnElement, Row, Table, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, Table, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from hub.alarms.lifecycle import (
@@ -24,6 +24,7 @@ from hub.alarms.lifecycle import (
     TransitionError,
     check_transition,
 )
+from hub.storage.bulk import append_rows
 from hub.storage.models import Alarm, AlarmStatus, AlarmTimelineEntry, Resident, Severity
 
 logger = logging.getLogger(__name__)
@@ -571,10 +572,10 @@ def _entry_row(
 
 
 def _insert_entries(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Append timeline rows with one executemany INSERT (nothing read back)."""
-    if rows:
-        # Core executemany, not the ORM's bulk INSERT: its per-row work costs more than the row
-        session.execute(insert(_TIMELINE), rows)
+    """Append timeline rows in one statement (nothing read back)."""
+    # Core, not the ORM's bulk INSERT: its per-row work costs more than the row; COPY on
+    # PostgreSQL (hub.storage.bulk)
+    append_rows(session, _TIMELINE, rows)
 
 
 __all__ = [

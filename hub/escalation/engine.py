@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, Text, event, func, insert, select, update
+from sqlalchemy import Table, Text, event, func, select, update
 from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,6 +31,7 @@ from hub.escalation.recipients import Directory, Recipient, informed_relatives, 
 from hub.notify.texts import render
 from hub.relative_links import make_relative_link
 from hub.rules.timers import TimerDriver
+from hub.storage.bulk import append_rows
 from hub.storage.models import (
     Alarm,
     AlarmEscalation,
@@ -162,11 +163,9 @@ class _Outbox:
         notes: list[tuple[int, str, dict[str, Any]]] = []
         if self._messages:
             before = session.scalar(select(func.max(Notification.id))) or 0
-            # Core executemany, not the ORM's bulk INSERT (per-row work), nor INSERT … RETURNING
-            # (psycopg parses each multi-row statement in Python: slower than the pipeline)
-            session.execute(
-                insert(_NOTIFICATIONS), [row for _a, row, _d in self._messages.values()]
-            )
+            # Not the ORM's bulk INSERT (per-row work), nor INSERT … RETURNING (psycopg parses
+            # each multi-row statement in Python): executemany, or COPY on PostgreSQL
+            append_rows(session, _NOTIFICATIONS, [row for _a, row, _d in self._messages.values()])
             ids = self._ids_after(before)
             for key, (alarm_id, _row, detail) in self._messages.items():
                 notes.append((alarm_id, "notification", {"notification_id": ids[key], **detail}))

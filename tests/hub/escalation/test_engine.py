@@ -407,7 +407,9 @@ def test_one_tick_advances_many_alarms_with_a_constant_number_of_statements(
 
     few = statements_for(residents[:2])
     many = statements_for(residents[2:])
-    assert many == few, f"2 alarms took {few} statements, 38 took {many}"
+    # On PostgreSQL the 38 alarms' outbox and timeline rows go by COPY (hub.storage.bulk), which
+    # SQLAlchemy's statement events do not see: there "many" is two statements fewer.
+    assert many <= few, f"2 alarms took {few} statements, 38 took {many}"
     with session_factory() as s:
         for r in residents:
             alarm = s.scalars(select(Alarm).where(Alarm.resident_id == r)).one()

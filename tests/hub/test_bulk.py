@@ -1,0 +1,157 @@
+"""``hub.storage.bulk.append_rows``: COPY on PostgreSQL stores exactly what the INSERT stores —
+personal fields encrypted, times in UTC, JSON as JSON — on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Engine, Table, event, insert, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.alarms import service as alarms
+from hub.storage import crypto
+from hub.storage.bulk import COPY_MIN_ROWS, append_rows
+from hub.storage.crypto import configure_keys, generate_key
+from hub.storage.db import transaction
+from hub.storage.models import AlarmTimelineEntry, Notification, Resident, Severity
+from tests.factories import T0, add_home
+
+NOTIFICATIONS = cast(Table, Notification.__table__)
+TIMELINE = cast(Table, AlarmTimelineEntry.__table__)
+
+
+@pytest.fixture(autouse=True)
+def _keys() -> Iterator[None]:
+    saved = replace(crypto._state)
+    configure_keys([generate_key()])
+    yield
+    crypto._state.ring = saved.ring
+    crypto._state.configured = saved.configured
+    crypto._state.warned = saved.warned
+
+
+def _alarm(factory: sessionmaker[Session]) -> int:
+    add_home(factory, devices=())
+    with transaction(factory) as session:
+        resident = session.scalars(select(Resident)).one()
+        alarm, _ = alarms.open_or_join(
+            session,
+            now=T0,
+            resident_id=resident.id,
+            home_id=resident.home_id,
+            type="fall",
+            severity=Severity.RED,
+            summary="fall",
+        )
+        return alarm.id
+
+
+def _outbox(alarm_id: int, n: int, mark: str) -> list[dict[str, Any]]:
+    rows = []
+    for k in range(n):
+        sms = k % 2 == 0
+        rows.append(
+            {
+                "alarm_id": alarm_id,
+                "channel": "sms" if sms else "portal",
+                "purpose": mark,
+                "recipient_kind": "staff",
+                "recipient_id": k,
+                "to_number": f"+479000{k:04d}" if sms else None,
+                "body": f"CareHub: Fall - Kari N. ({k})" if sms else "",
+                "status": "queued" if sms else "sent",
+                "attempts": 0,
+                "next_attempt_at": T0 + timedelta(seconds=k) if sms else None,
+                "step_index": k % 3 or None,
+                "round": 1,
+                "created_at": T0,
+                "updated_at": T0,
+            }
+        )
+    return rows
+
+
+def _timeline(alarm_id: int, n: int, mark: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "alarm_id": alarm_id,
+            "at": T0 + timedelta(milliseconds=k),
+            "actor": "system:escalation",
+            "kind": mark,
+            "from_status": None,
+            "to_status": "notified" if k % 2 else None,
+            "detail": {"note": f"Per Nordmann called back {k}", "by": "nina", "step": None},
+        }
+        for k in range(n)
+    ]
+
+
+def _read(factory: sessionmaker[Session], mark: str) -> tuple[list[Any], list[Any]]:
+    """What the ORM reads back (decrypted), without ids, for rows written with ``mark``."""
+    with factory() as session:
+        outbox = [
+            (
+                *(n.channel, n.recipient_id, n.to_number, n.body, n.status),
+                *(n.next_attempt_at, n.step_index, n.round, n.created_at),
+            )
+            for n in session.scalars(
+                select(Notification).where(Notification.purpose == mark).order_by(Notification.id)
+            )
+        ]
+        timeline = [
+            (e.at, e.actor, e.from_status, e.to_status, e.detail)
+            for e in session.scalars(
+                select(AlarmTimelineEntry)
+                .where(AlarmTimelineEntry.kind == mark)
+                .order_by(AlarmTimelineEntry.id)
+            )
+        ]
+    return outbox, timeline
+
+
+@pytest.mark.parametrize("rows", [COPY_MIN_ROWS + 10, 3], ids=["many", "few"])
+def test_appended_rows_read_back_exactly_as_inserted_ones_and_stay_encrypted(
+    engine: Engine, session_factory: sessionmaker[Session], rows: int
+) -> None:
+    alarm_id = _alarm(session_factory)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    with transaction(session_factory) as session:
+        session.execute(insert(NOTIFICATIONS), _outbox(alarm_id, rows, "insert"))
+        session.execute(insert(TIMELINE), _timeline(alarm_id, rows, "insert"))
+    event.listen(engine, "before_cursor_execute", seen)
+    with transaction(session_factory) as session:
+        append_rows(session, NOTIFICATIONS, _outbox(alarm_id, rows, "append"))
+        append_rows(session, TIMELINE, _timeline(alarm_id, rows, "append"))
+    event.remove(engine, "before_cursor_execute", seen)
+
+    assert _read(session_factory, "append") == _read(session_factory, "insert")
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    copied = engine.dialect.name == "postgresql" and rows >= COPY_MIN_ROWS
+    assert len(inserts) == (0 if copied else 2)  # COPY goes past SQLAlchemy's statements
+
+    with engine.connect() as connection:
+        raw = connection.execute(
+            text("SELECT to_number, body FROM notifications WHERE purpose = 'append'")
+        ).all()
+        details = connection.execute(
+            text("SELECT detail FROM alarm_timeline WHERE kind = 'append'")
+        ).scalars()
+        stored = [d if isinstance(d, dict) else json.loads(d) for d in details]
+    assert len(raw) == rows
+    for number, body in raw:
+        if number is None:  # a portal row: no number, no text
+            assert body == "v0:"
+        else:
+            assert number.startswith("v1:") and body.startswith("v1:") and "Kari" not in body
+    for detail in stored:
+        assert detail["note"].startswith("v1:") and detail["by"] == "nina"
+        assert detail["step"] is None

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 JOB_ID = "rules-due"
 SAFETY_JOB_ID = "rules-safety-tick"
+# Instances of the wake-up job that may run (or wait for the callback's lock) at once
+WAKE_INSTANCES = 4
 
 
 class TimerDriver(Protocol):
@@ -97,7 +99,12 @@ class SchedulerTimer:
                 id=JOB_ID,
                 replace_existing=True,
                 misfire_grace_time=None,
-                max_instances=1,
+                # The callback moves its own wake-up before it returns. With one instance allowed,
+                # a wake-up already due then met the instance still running, APScheduler skipped
+                # it and dropped the date job: the next step waited for the safety tick. Callbacks
+                # take their own lock (one tick, one rules run at a time), so a further instance
+                # only queues behind the running one and then runs what is due.
+                max_instances=WAKE_INSTANCES,
                 coalesce=True,
             )
 

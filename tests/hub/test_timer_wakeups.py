@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.clock import FakeClock
+from hub.clock import FakeClock, SystemClock
 from hub.escalation.engine import EscalationEngine
 from hub.rules.service import AFTER_COMMIT_EARLIEST, RulesService
+from hub.rules.timers import SchedulerTimer
 from hub.storage.models import Resident, RuleState
 from tests.factories import add_home
 from tests.hub.escalation.test_engine import CTX, open_alarm, seed
@@ -91,3 +92,32 @@ def test_a_rule_due_earlier_is_not_overwritten_by_a_stale_wake_up(
 
     _race(timer, threading.Thread(target=rules.run_due), threading.Thread(target=fresh))
     assert timer.wakes[-1] == T0
+
+
+def test_a_wake_up_due_while_its_callback_still_runs_is_not_dropped() -> None:
+    """The engine's tick sets its next wake-up before it returns. When that step is already
+    due, APScheduler meets the job still running; with one instance allowed it skipped the run
+    and dropped the date job, and the step waited for the safety tick (seen in the spread
+    benchmark on PostgreSQL: 24 commits instead of 10,000 and 58 s p99)."""
+    clock = SystemClock()
+    timer = SchedulerTimer(clock, safety_tick_s=3600)
+    runs: list[datetime] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    pause = threading.Event()
+
+    def tick() -> None:
+        with lock:  # as EscalationEngine.tick and RulesService.run_due
+            runs.append(clock.now())
+            if len(runs) == 5:
+                done.set()
+                return
+            timer.wake_at(clock.now())  # the next step is already due
+            pause.wait(0.05)  # the rest of the run: closing its session, …
+
+    timer.start(tick)
+    try:
+        timer.wake_at(clock.now())
+        assert done.wait(10), f"stopped after {len(runs)} run(s)"
+    finally:
+        timer.stop()

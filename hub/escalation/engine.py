@@ -716,10 +716,13 @@ class EscalationEngine:
         # Read and move under one lock: the timer keeps a single wake-up, and the last to move
         # it must be the last to have read (the tick, the ingest worker and the portal all
         # reschedule, each after its own commit).
-        with self._wake_lock, self._session_factory() as session:
-            nxt = session.scalar(
-                select(func.min(AlarmEscalation.next_due_at)).where(AlarmEscalation.state == ACTIVE)
-            )
+        with self._wake_lock:
+            with self._session_factory() as session:
+                nxt = session.scalar(
+                    select(func.min(AlarmEscalation.next_due_at)).where(
+                        AlarmEscalation.state == ACTIVE
+                    )
+                )
             self._timer.wake_at(nxt)
 
     def on_alarm_changed(self, alarm_id: int) -> None:

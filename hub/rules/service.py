@@ -307,8 +307,9 @@ class RulesService:
     def _reschedule(self) -> None:
         # Read under the lock: a commit's earlier due time either is in this read or is compared
         # with its result afterwards (after_commit waits for the lock).
-        with self._wake_lock, self._session_factory() as session:
-            nxt = session.scalar(select(func.min(RuleState.next_due_at)))
+        with self._wake_lock:
+            with self._session_factory() as session:
+                nxt = session.scalar(select(func.min(RuleState.next_due_at)))
             self._scheduled_for = nxt
             self._timer.wake_at(nxt)
 

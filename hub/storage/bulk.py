@@ -26,13 +26,12 @@ def append_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
         return
     conn = session.connection()
     dialect = conn.dialect
-    if dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS:
-        conn.execute(insert(table), rows)
-        return
     names = list(rows[0])
-    missing = [c for c in table.c if c.name not in names]
-    if any(c.default is not None and not c.primary_key for c in missing):
-        # a Python-side default only the INSERT would apply
+    # a Python-side default of a column the rows leave out: only the INSERT would apply it
+    defaulted = any(
+        c.default is not None and not c.primary_key for c in table.c if c.name not in names
+    )
+    if dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS or defaulted:
         conn.execute(insert(table), rows)
         return
     columns = [table.c[name] for name in names]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cProfile
+import gc
 import io
 import json
 import pstats
@@ -391,6 +392,7 @@ def measure_steps(
     try:
         now = clock.now()
         seed_s = _escalating(runtime, alarms, now)
+        runtime.settle_heap()  # as a started hub has done (HubRuntime.start)
         due = _count(
             factory,
             select(func.count())
@@ -418,6 +420,7 @@ def measure_steps(
         queued = _count(factory, select(func.count()).select_from(Notification))
     finally:
         runtime.engine.dispose()
+        gc.unfreeze()
     lags = [(at - t0) * 1000 for at, n in commits for _ in range(n)]
     if len(lags) != steps:
         raise RuntimeError(f"{len(lags)} steps seen committed, the tick reports {steps}")
@@ -482,6 +485,7 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
             fired.extend((at - due[a]).total_seconds() * 1000 for a in ran)
 
         event.listen(factory, "after_commit", after_commit)
+        runtime.settle_heap()  # as a started hub has done (HubRuntime.start)
         with _steps_seen():
             runtime.escalation.start()
             deadline = CLOCK.monotonic() + spread_s + 120
@@ -493,6 +497,7 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
         queued = _count(factory, select(func.count()).select_from(Notification))
     finally:
         runtime.engine.dispose()
+        gc.unfreeze()
     if len(fired) != alarms:
         raise RuntimeError(f"{len(fired)} of {alarms} spread steps ran")
     return StepRun(

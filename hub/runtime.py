@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Sequence
@@ -100,6 +101,17 @@ class HubRuntime:
         self.ingest.start()
         if self.rules is not None:
             self.rules.start()
+        self.settle_heap()
+
+    @staticmethod
+    def settle_heap() -> None:
+        """Collect once, then freeze what is alive: the modules, mappers and caches built at
+        start-up live as long as the process. Python's full collection walks every tracked
+        object and holds every thread meanwhile: in a burst of 10,000 escalation steps it ran
+        2-3 times for 40-90 ms each. Frozen objects are no longer walked (``gc.freeze``), and a
+        full collection then takes 1-2 ms. ``stop`` unfreezes them. ADR 17."""
+        gc.collect()
+        gc.freeze()
 
     def _retention_loop(self) -> None:
         """Once at start and then daily: delete raw sensor events past the retention period."""
@@ -132,6 +144,7 @@ class HubRuntime:
         self.escalation.stop()
         self.sender.stop()
         self.engine.dispose()
+        gc.unfreeze()  # what this runtime built may be collected again
 
     def alarm_changed(self, alarm_id: int) -> None:
         """A person changed an alarm (portal/API/SMS): stop escalating if taken, tell the home."""

@@ -24,7 +24,7 @@ from hub.alarms.lifecycle import (
     TransitionError,
     check_transition,
 )
-from hub.storage.bulk import append_rows
+from hub.storage.bulk import append_rows, one_of
 from hub.storage.models import Alarm, AlarmStatus, AlarmTimelineEntry, Resident, Severity
 
 logger = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def transition_many_locked(
         for chunk in chunked(ids):
             changed = session.execute(
                 update(Alarm)
-                .where(Alarm.id.in_(chunk), Alarm.status == current)
+                .where(one_of(session, Alarm.id, chunk), Alarm.status == current)
                 .values(status=target, updated_at=now)
             )
             if _rowcount(changed) != len(chunk):
@@ -343,7 +343,9 @@ def _note_rows(
 def _touch(session: Session, alarm_ids: set[int], now: datetime) -> None:
     """Set ``updated_at`` of these alarms (a note is a change the board shows)."""
     for chunk in chunked(sorted(alarm_ids)):
-        session.execute(update(Alarm).where(Alarm.id.in_(chunk)).values(updated_at=now))
+        session.execute(
+            update(Alarm).where(one_of(session, Alarm.id, chunk)).values(updated_at=now)
+        )
 
 
 def _check_note_kind(kind: str) -> None:
@@ -393,7 +395,7 @@ def lock_alarm_facts(
                 Alarm.resident_id,
                 Alarm.short_code,
             )
-            .where(Alarm.id.in_(chunk))
+            .where(one_of(session, Alarm.id, chunk))
             .order_by(Alarm.id)
             .with_for_update(skip_locked=skip_locked)
         ):

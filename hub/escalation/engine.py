@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -31,7 +32,7 @@ from hub.escalation.recipients import Directory, Recipient, informed_relatives, 
 from hub.notify.texts import render
 from hub.relative_links import make_relative_link
 from hub.rules.timers import TimerDriver
-from hub.storage.bulk import append_rows
+from hub.storage.bulk import append_rows, one_of, reserve_ids
 from hub.storage.models import (
     Alarm,
     AlarmEscalation,
@@ -49,8 +50,13 @@ STOPPED = "stopped"
 UNANSWERED = "unanswered"
 UNTAKEN = (AlarmStatus.OPEN, AlarmStatus.NOTIFIED)
 TAKEN = (AlarmStatus.ACKNOWLEDGED, AlarmStatus.ON_SITE, AlarmStatus.RESOLVED)
-# escalations per tick transaction: 500 holds SQLite's one writer for about 50 ms in a burst
+# Escalations per tick transaction. SQLite has one writer, and a batch of 500 holds it for
+# about 50 ms in a burst (an ingest commit waits that long at most). PostgreSQL locks only the
+# rows, and 1,000 per batch spend less per step on the statements each batch runs.
 DUE_BATCH = 500
+DUE_BATCH_PG = 1000
+# Threads running tick batches side by side on PostgreSQL (ADR 16).
+TICK_WORKERS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +92,10 @@ _MessageKey = tuple[int, str, str, int, str]  # alarm, purpose, recipient kind a
 class _Outbox:
     """What one transaction of the engine writes: outbox rows, then their timeline entries.
 
-    Messages and notes are collected and written by ``flush`` as two executemany INSERTs and one
-    read-back of the new rows' ids, so a tick advancing hundreds of alarms costs a handful of
-    round trips (SQLite cannot batch an INSERT … RETURNING of generated ids; reading them back
-    by each message's key works on both databases). The caller holds the alarms locked
+    Messages and notes are collected and written by ``flush`` in bulk: the messages' ids are
+    reserved first (the timeline entries name them), then the messages and the entries are
+    appended with ``hub.storage.bulk.append_rows``, so a tick advancing hundreds of alarms costs
+    a handful of round trips. The caller holds the alarms locked
     (``alarms.lock_alarms``, or a transition in the same transaction). Portal messages are
     'sent' at once: the board shows them.
     """
@@ -162,13 +168,14 @@ class _Outbox:
         session = self.session
         notes: list[tuple[int, str, dict[str, Any]]] = []
         if self._messages:
-            before = session.scalar(select(func.max(Notification.id))) or 0
             # Not the ORM's bulk INSERT (per-row work), nor INSERT … RETURNING (psycopg parses
-            # each multi-row statement in Python): executemany, or COPY on PostgreSQL
-            append_rows(session, _NOTIFICATIONS, [row for _a, row, _d in self._messages.values()])
-            ids = self._ids_after(before)
-            for key, (alarm_id, _row, detail) in self._messages.items():
-                notes.append((alarm_id, "notification", {"notification_id": ids[key], **detail}))
+            # each multi-row statement in Python): ids reserved, then COPY or executemany
+            ids = reserve_ids(session, _NOTIFICATIONS, len(self._messages))
+            rows = []
+            for nid, (alarm_id, row, detail) in zip(ids, self._messages.values(), strict=True):
+                rows.append({"id": nid, **row})
+                notes.append((alarm_id, "notification", {"notification_id": nid, **detail}))
+            append_rows(session, _NOTIFICATIONS, rows, shared=("to_number",))
         notes.extend(self._notes)
         if notified:
             alarms.transition_many_locked(
@@ -183,29 +190,6 @@ class _Outbox:
             alarms.add_notes_locked(session, notes, now=self.now, actor=ACTOR)
         self._messages.clear()
         self._notes.clear()
-
-    def _ids_after(self, before: int) -> dict[_MessageKey, int]:
-        """The ids of the rows just inserted, by key (the alarms are locked: nobody else writes
-        these alarms' messages of these purposes now)."""
-        alarm_ids = sorted({key[0] for key in self._messages})
-        rows = self.session.execute(
-            select(
-                Notification.id,
-                Notification.alarm_id,
-                Notification.purpose,
-                Notification.recipient_kind,
-                Notification.recipient_id,
-                Notification.channel,
-            ).where(Notification.id > before, Notification.alarm_id.in_(alarm_ids))
-        ).all()
-        ids: dict[_MessageKey, int] = {}
-        for nid, alarm_id, purpose, kind, rid, channel in rows:
-            key = (alarm_id, purpose, kind, rid, channel)
-            ids[key] = max(nid, ids.get(key, 0))
-        missing = [k for k in self._messages if k not in ids]
-        if missing:
-            raise RuntimeError(f"outbox rows not found after insert: {missing[:3]}")
-        return ids
 
 
 class AlarmFacts(Protocol):
@@ -477,7 +461,7 @@ def _save_steps(session: Session, steps: Sequence[_Step], now: datetime) -> None
         for chunk in alarms.chunked(ids):
             session.execute(
                 update(AlarmEscalation)
-                .where(AlarmEscalation.alarm_id.in_(chunk))
+                .where(one_of(session, AlarmEscalation.alarm_id, chunk))
                 .values(
                     step_index=step_index,
                     round=round_no,
@@ -517,23 +501,51 @@ class EscalationEngine:
         self._timer.stop()
 
     def tick(self) -> int:
-        """Run every escalation step that is due, ``DUE_BATCH`` per transaction; returns how
-        many ran. The sender is woken after each committed batch, so the first messages of a
-        burst go out while the rest is still being written."""
+        """Run every escalation step that is due, a batch per transaction; returns how many
+        ran. The sender is woken after each committed batch, so the first messages of a burst
+        go out while the rest is still being written.
+
+        On PostgreSQL, as soon as a batch comes back full (a burst), ``TICK_WORKERS - 1`` more
+        threads join in: each claims its own due escalations (``SKIP LOCKED``), so while one
+        waits for the server (a COPY, a commit) another prepares its batch. SQLite has one
+        writer: one batch at a time."""
         with self._lock:
-            total = 0
-            for _round in range(100):
-                claimed, ran = self._tick_once()
-                total += ran
-                if claimed < DUE_BATCH or ran == 0:
-                    break
+            with self._session_factory() as session:
+                pg = _pg(session)
+            batch = DUE_BATCH_PG if pg else DUE_BATCH
+            if not pg or TICK_WORKERS == 1:
+                total = self._run_batches(batch)
+            else:
+                with ThreadPoolExecutor(TICK_WORKERS - 1, "escalation-tick") as pool:
+                    helpers: list[Future[int]] = []
+
+                    def burst() -> None:
+                        if not helpers:
+                            helpers.extend(
+                                pool.submit(self._run_batches, batch)
+                                for _k in range(TICK_WORKERS - 1)
+                            )
+
+                    total = self._run_batches(batch, on_full=burst)
+                    total += sum(helper.result() for helper in helpers)
             self._reschedule()
         if total:
             logger.info("escalation: %d step(s) run", total)
         return total
 
-    def _tick_once(self) -> tuple[int, int]:
-        """One transaction: claim up to ``DUE_BATCH`` due escalations and advance them together.
+    def _run_batches(self, batch: int, on_full: Callable[[], None] | None = None) -> int:
+        """Batches until nothing more is due (or only alarms others hold); the steps run.
+        ``on_full`` is called when a batch claims all it may (more may be due)."""
+        total = 0
+        for _round in range(100):
+            claimed, ran = self._tick_once(batch, on_full)
+            total += ran
+            if claimed < batch or ran == 0:
+                break
+        return total
+
+    def _tick_once(self, batch: int, on_full: Callable[[], None] | None = None) -> tuple[int, int]:
+        """One transaction: claim up to ``batch`` due escalations and advance them together.
 
         Everything is read in bulk with Core, as plain values (the escalations; their alarms,
         locked; their residents; the roster and the relatives through one ``Directory``) and
@@ -551,13 +563,15 @@ class EscalationEngine:
                 )
                 .where(AlarmEscalation.state == ACTIVE, AlarmEscalation.next_due_at <= now)
                 .order_by(AlarmEscalation.next_due_at)
-                .limit(DUE_BATCH)
+                .limit(batch)
             )
             if _pg(session):
                 query = query.with_for_update(skip_locked=True)
             due = session.execute(query).all()
             if not due:
                 return 0, 0
+            if len(due) == batch and on_full is not None:
+                on_full()
             locked = alarms.lock_alarm_facts(session, [r[0] for r in due], skip_locked=True)
             # an alarm missing from ``locked`` is held by a person right now (PostgreSQL): the
             # next tick runs it
@@ -602,7 +616,7 @@ class EscalationEngine:
                 rid: (label, zone_id)
                 for rid, label, zone_id in session.execute(
                     select(Resident.id, Resident.label, Resident.zone_id).where(
-                        Resident.id.in_(resident_ids)
+                        one_of(session, Resident.id, sorted(resident_ids))
                     )
                 )
             }
@@ -630,7 +644,9 @@ class EscalationEngine:
         (save or _save_steps)(session, advanced, now)
         session.flush()  # the few ORM changes of stopped escalations, before the bulk writes
         for chunk in alarms.chunked(unanswered):
-            session.execute(update(Alarm).where(Alarm.id.in_(chunk)).values(unanswered=True))
+            session.execute(
+                update(Alarm).where(one_of(session, Alarm.id, chunk)).values(unanswered=True)
+            )
         outbox.flush(notified)
 
     def _policy(self, snapshot_text: str) -> Policy:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from hub.escalation import roster
 from hub.escalation.policy import Step, Target
+from hub.storage.bulk import one_of
 from hub.storage.models import Relative, RelativeRole, Severity, StaffUser
 
 RecipientKind = Literal["staff", "relative"]
@@ -136,7 +137,7 @@ class Directory:
                 self._relatives[(resident_id, role)] = []
         rows = self.session.scalars(
             select(Relative)
-            .where(Relative.resident_id.in_(wanted))
+            .where(one_of(self.session, Relative.resident_id, wanted))
             .order_by(Relative.resident_id, Relative.priority, Relative.id)
         ).all()
         for relative in rows:

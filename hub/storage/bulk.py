@@ -1,27 +1,45 @@
-"""Appending many rows in one go: an executemany INSERT, or PostgreSQL's COPY.
+"""Writing many rows in one go: COPY on PostgreSQL, one executemany INSERT on SQLite; ids
+reserved ahead; id sets as one array parameter.
 
 psycopg sends an executemany as one statement per row (pipelined), and SQLAlchemy prepares the
 parameters of each row: at the 20,000 outbox rows and 30,000 timeline rows of 10,000 escalation
 steps that per-row work is most of a tick. ``COPY … FROM STDIN`` streams the rows in one
-command instead. Every value still goes through its column's bind processing first (encryption
-of personal fields, UTC times, JSON), exactly as the INSERT would do it; only the transport
-differs. Nothing is read back: callers that need the new ids read them by key.
+command instead; on SQLite the INSERT goes to the driver with its parameters already prepared.
+Every value still goes through its column's bind processing first (encryption of personal
+fields, UTC times, JSON), exactly as SQLAlchemy's INSERT would do it; only the transport
+differs. Equal values of a column whose processing always gives the same result (a time, an
+enum) are processed once per call. Nothing is read back: a caller that needs the new rows' ids
+reserves them first (``reserve_ids``) and writes them in the rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import QueryableAttribute, Session
 
-# Below this many rows the INSERT is as quick and the COPY not worth its own round trip.
+# Below this many rows the plain INSERT is as quick and COPY not worth its own round trip.
 COPY_MIN_ROWS = 50
 
+Processor = Callable[[Any], Any]
 
-def append_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (all with the same keys) into ``table`` in the session's transaction."""
+
+def append_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    shared: Collection[str] = (),
+) -> None:
+    """Insert ``rows`` (all with the same keys) into ``table`` in the session's transaction.
+
+    ``shared`` names encrypted columns whose equal values in this call may be stored as one
+    ciphertext (a phone number sent to many times in one batch: its rows already say who it
+    is; a text is never shared). Other encrypted values are encrypted one by one.
+    """
     if not rows:
         return
     conn = session.connection()
@@ -31,22 +49,86 @@ def append_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     defaulted = any(
         c.default is not None and not c.primary_key for c in table.c if c.name not in names
     )
-    if dialect.name != "postgresql" or len(rows) < COPY_MIN_ROWS or defaulted:
+    if defaulted or len(rows) < COPY_MIN_ROWS:
         conn.execute(insert(table), rows)
         return
-    columns = [table.c[name] for name in names]
-    processors: list[Callable[[Any], Any] | None] = [
-        c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns
-    ]
-    quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
-    command = f"COPY {dialect.identifier_preparer.format_table(table)} ({quoted}) FROM STDIN"
+    processors: list[tuple[int, Processor]] = []  # (position, processing) where there is any
+    for k, name in enumerate(names):
+        column = table.c[name]
+        bind = column.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind is not None:
+            # encrypting again gives another ciphertext; a JSON object is no key to remember
+            once = getattr(column.type, "randomised", False) or isinstance(column.type, JSON)
+            reusable = name in shared or not once
+            processors.append((k, _reusing(bind) if reusable else bind))
+    processed = []
+    for row in rows:
+        values = [row[name] for name in names]
+        for k, process in processors:
+            values[k] = process(values[k])
+        processed.append(values)
+    preparer = dialect.identifier_preparer
+    quoted = ", ".join(preparer.quote(name) for name in names)
+    if dialect.name != "postgresql":
+        # SQLAlchemy's INSERT, its parameters prepared above: no per-row work left to it
+        marks = ", ".join("?" for _ in names)
+        sql = f"INSERT INTO {preparer.format_table(table)} ({quoted}) VALUES ({marks})"
+        conn.exec_driver_sql(sql, [tuple(values) for values in processed])
+        return
+    command = f"COPY {preparer.format_table(table)} ({quoted}) FROM STDIN"
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor, cursor.copy(command) as copy:
-        for row in rows:
-            copy.write_row(
-                [
-                    value if proc is None else proc(value)
-                    for proc, value in zip(processors, (row[n] for n in names), strict=True)
-                ]
-            )
+        for values in processed:
+            copy.write_row(values)
+
+
+def _reusing(bind: Processor) -> Processor:
+    """``bind`` processing each distinct value once, its result reused."""
+    done: dict[Any, Any] = {}
+
+    def process(value: Any) -> Any:
+        try:
+            return done[value]
+        except KeyError:
+            result = done[value] = bind(value)
+            return result
+
+    return process
+
+
+def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
+    """``count`` new ids for ``table`` (an integer key named ``id``), to write in rows instead
+    of reading the generated ones back.
+
+    PostgreSQL draws them from the column's sequence, so concurrent writers never collide.
+    SQLite has one writer and numbers a new row max(id) + 1: the caller must have written in
+    this transaction already (it then holds the write lock until it commits), which is checked.
+    """
+    if count <= 0:
+        return []
+    name = table.fullname
+    if session.get_bind().dialect.name == "postgresql":
+        drawn = select(
+            func.array_agg(func.nextval(func.pg_get_serial_sequence(name, "id")))
+        ).select_from(func.generate_series(1, count))
+        return list(session.scalar(drawn) or ())
+    driver = session.connection().connection.driver_connection
+    if not getattr(driver, "in_transaction", False):
+        raise RuntimeError(f"reserve_ids({name}) on SQLite before this transaction wrote")
+    last = session.scalar(select(func.max(table.c.id))) or 0
+    return list(range(last + 1, last + 1 + count))
+
+
+def one_of(
+    session: Session, column: ColumnElement[Any] | QueryableAttribute[Any], values: Sequence[Any]
+) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)`` instead.
+
+    An IN list of hundreds of ids is a statement text of thousands of characters, different
+    for each count: psycopg converts such a text in Python every time (it caches only short
+    ones). ``= ANY`` of one array parameter is the same short text whatever the count, so it
+    is converted once (ADR 16)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)

@@ -222,6 +222,8 @@ class EncryptedString(TypeDecorator[str]):
 
     impl = Text
     cache_ok = True
+    # the same text encrypts differently each time (hub.storage.bulk reuses no result)
+    randomised = True
 
     class Comparator(TypeDecorator.Comparator[str]):
         _ALLOWED: Final = frozenset({operators.is_, operators.is_not})
@@ -272,6 +274,7 @@ class JSONWithPrivateText(TypeDecorator[dict[str, Any]]):
     """
 
     impl = JSON
+    randomised = True
     cache_ok = True
 
     def __init__(self, field_name: str, private_keys: tuple[str, ...]) -> None:

@@ -43,7 +43,12 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     kwargs["pool_pre_ping"] = True
     if parsed.get_backend_name() == "postgresql":
         # a network outage must fail a health check or a batch in seconds, not hang it
-        kwargs["connect_args"] = {"connect_timeout": 5}
+        # No server-side prepared statements (psycopg prepares a query after 5 runs): a prepared
+        # statement may switch to a generic plan, and one planned on the statistics of a table
+        # that filled up seconds ago (a burst of alarms) made the tick's
+        # "UPDATE alarms … WHERE id = ANY(…) AND status = …" walk every open alarm by status.
+        # Planned each time, it uses the key. ADR 16.
+        kwargs["connect_args"] = {"connect_timeout": 5, "prepare_threshold": None}
     return create_engine(url, **kwargs)
 
 

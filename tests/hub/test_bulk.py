@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.alarms import service as alarms
 from hub.storage import crypto
-from hub.storage.bulk import COPY_MIN_ROWS, append_rows
+from hub.storage.bulk import COPY_MIN_ROWS, append_rows, one_of, reserve_ids
 from hub.storage.crypto import configure_keys, generate_key
-from hub.storage.db import transaction
+from hub.storage.db import make_engine, transaction
 from hub.storage.models import AlarmTimelineEntry, Notification, Resident, Severity
 from tests.factories import T0, add_home
 
@@ -155,3 +155,89 @@ def test_appended_rows_read_back_exactly_as_inserted_ones_and_stay_encrypted(
     for detail in stored:
         assert detail["note"].startswith("v1:") and detail["by"] == "nina"
         assert detail["step"] is None
+
+
+def test_a_shared_column_stores_one_ciphertext_per_value_and_texts_stay_apart(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """``shared=("to_number",)``: the rows to one number carry one ciphertext (per call); the
+    texts, not shared, are each encrypted on their own even when equal."""
+    alarm_id = _alarm(session_factory)
+    rows = _outbox(alarm_id, COPY_MIN_ROWS + 10, "shared")
+    for row in rows:
+        if row["channel"] == "sms":
+            row["to_number"], row["body"] = "+4790000001", "CareHub: Fall - Kari N."
+    with transaction(session_factory) as session:
+        append_rows(session, NOTIFICATIONS, rows, shared=("to_number",))
+    with engine.connect() as connection:
+        raw = connection.execute(
+            text(
+                "SELECT to_number, body FROM notifications"
+                " WHERE purpose = 'shared' AND channel = 'sms'"
+            )
+        ).all()
+    assert len(raw) == (COPY_MIN_ROWS + 10 + 1) // 2
+    assert len({number for number, _body in raw}) == 1
+    assert len({body for _number, body in raw}) == len(raw)
+    with session_factory() as session:
+        read = session.scalars(select(Notification).where(Notification.purpose == "shared")).all()
+        assert {n.to_number for n in read if n.channel == "sms"} == {"+4790000001"}
+
+
+def test_reserved_ids_are_new_and_distinct_and_sqlite_needs_a_write_first(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    alarm_id = _alarm(session_factory)
+    with transaction(session_factory) as session:
+        session.execute(insert(NOTIFICATIONS), _outbox(alarm_id, 2, "before"))
+    with transaction(session_factory) as session:
+        if engine.dialect.name == "sqlite":
+            with pytest.raises(RuntimeError, match="before this transaction wrote"):
+                reserve_ids(session, NOTIFICATIONS, 3)
+            session.execute(text("UPDATE alarms SET id = id"))  # takes SQLite's write lock
+        first = reserve_ids(session, NOTIFICATIONS, 3)
+        rows = [{"id": n, **row} for n, row in zip(first, _outbox(alarm_id, 3, "x"), strict=True)]
+        append_rows(session, NOTIFICATIONS, rows)
+        assert reserve_ids(session, NOTIFICATIONS, 0) == []
+    with transaction(session_factory) as session:
+        session.execute(text("UPDATE alarms SET id = id"))
+        second = reserve_ids(session, NOTIFICATIONS, 2)
+        ids = set(session.scalars(select(Notification.id)))
+    assert len(set(first)) == 3 and set(first) <= ids
+    assert not set(second) & ids  # not taken: neither by the rows before nor by `first`
+
+
+def test_one_of_finds_the_same_rows_on_both_databases(
+    session_factory: sessionmaker[Session],
+) -> None:
+    alarm_id = _alarm(session_factory)
+    with transaction(session_factory) as session:
+        append_rows(session, NOTIFICATIONS, _outbox(alarm_id, 6, "one_of"))
+    with session_factory() as session:
+        ids = sorted(session.scalars(select(Notification.id)))
+        wanted = [*ids[1:4], 10**9]  # one that does not exist
+        found = session.scalars(
+            select(Notification.id).where(one_of(session, Notification.id, wanted))
+        ).all()
+        assert sorted(found) == ids[1:4]
+        assert (
+            session.scalars(
+                select(Notification.id).where(one_of(session, Notification.id, []))
+            ).all()
+            == []
+        )
+
+
+@pytest.mark.postgres
+def test_postgresql_connections_prepare_no_statements(pg_url: str) -> None:
+    """The hub's engine never prepares a statement on the server (a generic plan made on
+    stale statistics walked every open alarm): a query run 10 times stays unprepared."""
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as connection:
+            for _ in range(10):
+                connection.execute(select(Notification.id).where(Notification.alarm_id == 1))
+            prepared = connection.execute(text("SELECT count(*) FROM pg_prepared_statements"))
+            assert prepared.scalar() == 0
+    finally:
+        engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -125,3 +126,19 @@ def test_a_broker_restart_loses_nothing_the_hub_had_not_taken(
         wait_until(lambda: _count(again, SensorEvent.kind == "fall") == 20, timeout=20)
     finally:
         again.stop()
+
+
+def test_a_started_hub_freezes_its_start_up_heap_and_stopping_unfreezes_it(
+    mosquitto: MosquittoProcess, sqlite_url: str
+) -> None:
+    """``HubRuntime.start`` freezes what start-up built (full collections skip it);
+    ``stop`` hands it back to the collector, so runtimes made and dropped (tests, the
+    benchmarks) leak nothing."""
+    assert gc.get_freeze_count() == 0
+    runtime = HubRuntime(_settings(mosquitto, sqlite_url), provider=RecordingProvider())
+    try:
+        runtime.start()
+        assert gc.get_freeze_count() > 10_000  # the modules, mappers, caches of start-up
+    finally:
+        runtime.stop()
+    assert gc.get_freeze_count() == 0

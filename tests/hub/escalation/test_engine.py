@@ -439,6 +439,8 @@ def test_a_burst_larger_than_a_batch_runs_in_several_commits_waking_the_sender_a
     from hub.escalation import engine as engine_module
 
     monkeypatch.setattr(engine_module, "DUE_BATCH", 3)
+    monkeypatch.setattr(engine_module, "DUE_BATCH_PG", 3)
+    monkeypatch.setattr(engine_module, "TICK_WORKERS", 1)  # one thread: the order is known
     residents = seed(session_factory, residents=8)
     clock = FakeClock(T0)
     queued_at_wake: list[int] = []
@@ -459,6 +461,54 @@ def test_a_burst_larger_than_a_batch_runs_in_several_commits_waking_the_sender_a
         escalations = s.scalars(select(AlarmEscalation)).all()
         assert [e.step_index for e in escalations] == [1] * 8
         assert all(e.next_due_at == T0 + timedelta(minutes=2) for e in escalations)
+    assert engine.tick() == 0
+
+
+def test_a_burst_on_postgresql_is_run_by_two_threads_at_once_each_step_exactly_once(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a full first batch brings in a second thread: the two claim different
+    alarms (SKIP LOCKED) and have batches in flight at the same time; every alarm's step runs
+    exactly once. Each thread's first commit waits at a barrier for the other's: run by one
+    thread, the tick would break the barrier (and fail) instead."""
+    from hub.escalation import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "DUE_BATCH_PG", 3)
+    monkeypatch.setattr(engine_module, "TICK_WORKERS", 2)
+    factory = make_sessionmaker(make_engine(pg_url))
+    residents = seed(factory, residents=8)
+    clock = FakeClock(T0)
+    both_in_flight = threading.Barrier(2, timeout=10)
+    committed_by: Counter[str] = Counter()
+
+    def wake() -> None:
+        name = threading.current_thread().name
+        if name not in committed_by:
+            both_in_flight.wait()
+        committed_by[name] += 1
+
+    engine = EscalationEngine(factory, clock, ManualTimer(), CTX, on_outbox=wake)
+    for r in residents:
+        open_alarm(factory, r, clock.now())
+    assert engine.tick() == 8
+    assert len(committed_by) == 2 and sum(committed_by.values()) == 3  # batches of 3, 3, 2
+    with factory() as s:
+        escalations = s.scalars(select(AlarmEscalation)).all()
+        assert [e.step_index for e in escalations] == [1] * 8
+        sent = Counter(
+            s.execute(
+                select(
+                    Notification.alarm_id,
+                    Notification.recipient_kind,
+                    Notification.recipient_id,
+                    Notification.channel,
+                )
+            ).all()
+        )
+        assert set(sent.values()) == {1}  # nobody told twice
+        assert {alarm for alarm, _kind, _id, channel in sent if channel == "sms"} == {
+            e.alarm_id for e in escalations
+        }
     assert engine.tick() == 0
 
 

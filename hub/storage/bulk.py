@@ -21,6 +21,8 @@ from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, func, insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import QueryableAttribute, Session
 
+from hub.storage.db import is_postgres
+
 # Below this many rows the plain INSERT is as quick and COPY not worth its own round trip.
 COPY_MIN_ROWS = 50
 
@@ -108,7 +110,7 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
     if count <= 0:
         return []
     name = table.fullname
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session.get_bind()):
         drawn = select(
             func.array_agg(func.nextval(func.pg_get_serial_sequence(name, "id")))
         ).select_from(func.generate_series(1, count))
@@ -129,6 +131,6 @@ def one_of(
     for each count: psycopg converts such a text in Python every time (it caches only short
     ones). ``= ANY`` of one array parameter is the same short text whatever the count, so it
     is converted once (ADR 16)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session.get_bind()):
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(values)

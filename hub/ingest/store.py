@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, any_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from devices.signing import decode_key
+from hub.storage.bulk import insert_new, one_of
+from hub.storage.db import is_postgres
 from hub.storage.models import (
     Device,
     DeviceCredential,
@@ -66,32 +69,43 @@ _EVENTS: Table = SensorEventRow.__table__  # type: ignore[assignment]
 _DEVICE_COLUMNS = ("battery", "tamper", "rssi", "online", "last_seen_at", "last_seq")
 
 # Statements built once: constructing SQLAlchemy expressions per batch costs more than running them.
-_LOAD_DEVICES = (
-    select(
-        _DEVICES.c.id,
-        _DEVICES.c.home_id,
-        _DEVICES.c.type,
-        _DEVICES.c.protocol,
-        _DEVICES.c.z2m_friendly_name,
-        _DEVICES.c.online,
-        _DEVICES.c.test_mode_until,
-        _DEVICES.c.last_seq,
-        _CREDENTIALS.c.hmac_key,
-    )
-    .select_from(
-        _DEVICES.outerjoin(
-            _CREDENTIALS,
-            (_CREDENTIALS.c.device_id == _DEVICES.c.id) & _CREDENTIALS.c.revoked_at.is_(None),
+
+
+def _load_devices_stmt(postgres: bool) -> Any:
+    """Devices by id or friendly name. On PostgreSQL the two sets are array parameters
+    (``= ANY``): one short text psycopg converts once, whatever the number of devices; an
+    expanding IN list is a new text for every count (see ``hub.storage.bulk.one_of``)."""
+    if postgres:
+        by_id = _DEVICES.c.id == any_(bindparam("ids", type_=ARRAY(_DEVICES.c.id.type)))
+        by_name = _DEVICES.c.z2m_friendly_name == any_(
+            bindparam("names", type_=ARRAY(_DEVICES.c.z2m_friendly_name.type))
         )
+    else:
+        by_id = _DEVICES.c.id.in_(bindparam("ids", expanding=True))
+        by_name = _DEVICES.c.z2m_friendly_name.in_(bindparam("names", expanding=True))
+    return (
+        select(
+            _DEVICES.c.id,
+            _DEVICES.c.home_id,
+            _DEVICES.c.type,
+            _DEVICES.c.protocol,
+            _DEVICES.c.z2m_friendly_name,
+            _DEVICES.c.online,
+            _DEVICES.c.test_mode_until,
+            _DEVICES.c.last_seq,
+            _CREDENTIALS.c.hmac_key,
+        )
+        .select_from(
+            _DEVICES.outerjoin(
+                _CREDENTIALS,
+                (_CREDENTIALS.c.device_id == _DEVICES.c.id) & _CREDENTIALS.c.revoked_at.is_(None),
+            )
+        )
+        .where(or_(by_id, by_name), _DEVICES.c.retired_at.is_(None))
     )
-    .where(
-        or_(
-            _DEVICES.c.id.in_(bindparam("ids", expanding=True)),
-            _DEVICES.c.z2m_friendly_name.in_(bindparam("names", expanding=True)),
-        ),
-        _DEVICES.c.retired_at.is_(None),
-    )
-)
+
+
+_LOAD_DEVICES = {True: _load_devices_stmt(True), False: _load_devices_stmt(False)}
 _UPDATE_DEVICES = (
     update(_DEVICES)
     .where(_DEVICES.c.id == bindparam("b_id"))
@@ -102,18 +116,6 @@ _UPDATE_DEVICES = (
         }
     )
 )
-_INSERT_EVENTS: dict[str, Any] = {}
-
-
-def _insert_events_stmt(dialect: str) -> Any:
-    stmt = _INSERT_EVENTS.get(dialect)
-    if stmt is None:
-        base = postgresql.insert(_EVENTS) if dialect == "postgresql" else sqlite.insert(_EVENTS)
-        stmt = base.on_conflict_do_nothing(index_elements=["device_id", "dedup_key"]).returning(
-            _EVENTS.c.id, _EVENTS.c.device_id, _EVENTS.c.dedup_key
-        )
-        _INSERT_EVENTS[dialect] = stmt
-    return stmt
 
 
 def load_devices(
@@ -126,11 +128,21 @@ def load_devices(
     by_name: dict[str, KnownDevice] = {}
     if not native_ids and not z2m_names:
         return by_id, by_name
-    query = _LOAD_DEVICES
+    query = _LOAD_DEVICES[is_postgres(session.get_bind())]
     params = {"ids": sorted(native_ids), "names": sorted(z2m_names)}
     for row in session.connection().execute(query, params):
-        key_text = row[-1]
-        known = KnownDevice(*row[:-1], hmac_key=decode_key(key_text) if key_text else None)
+        key_text = row.hmac_key
+        known = KnownDevice(
+            id=row.id,
+            home_id=row.home_id,
+            type=row.type,
+            protocol=row.protocol,
+            z2m_friendly_name=row.z2m_friendly_name,
+            online=row.online,
+            test_mode_until=row.test_mode_until,
+            last_seq=row.last_seq,
+            hmac_key=decode_key(key_text) if key_text else None,
+        )
         if known.id in native_ids:
             by_id[known.id] = known
         if known.z2m_friendly_name is not None and known.z2m_friendly_name in z2m_names:
@@ -146,8 +158,8 @@ def stored_event_keys(
     if not wanted:
         return frozenset()
     query = select(_EVENTS.c.device_id, _EVENTS.c.dedup_key).where(
-        _EVENTS.c.device_id.in_(sorted({d for d, _ in wanted})),
-        _EVENTS.c.dedup_key.in_(sorted({k for _, k in wanted})),
+        one_of(session, _EVENTS.c.device_id, sorted({d for d, _ in wanted})),
+        one_of(session, _EVENTS.c.dedup_key, sorted({k for _, k in wanted})),
     )
     found = {(device_id, key) for device_id, key in session.connection().execute(query)}
     return frozenset(found & wanted)
@@ -160,8 +172,13 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[Stor
     """
     if not rows:
         return []
-    stmt = _insert_events_stmt(session.get_bind().dialect.name)
-    inserted = session.connection().execute(stmt, list(rows)).all()
+    inserted = insert_new(
+        session,
+        _EVENTS,
+        rows,
+        unique=("device_id", "dedup_key"),
+        returning=("id", "device_id", "dedup_key"),
+    )
     ids_by_key: dict[tuple[str, str | None], list[int]] = {}
     for event_id, device_id, key in inserted:
         ids_by_key.setdefault((device_id, key), []).append(event_id)

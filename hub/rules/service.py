@@ -42,6 +42,7 @@ from hub.rules.model import (
     RaiseAlarm,
 )
 from hub.rules.timers import TimerDriver
+from hub.storage.bulk import one_of
 from hub.storage.models import Alarm, Device, DeviceType, Resident, Room, RuleState
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,9 @@ def load_contexts(
     r = _RESIDENTS.c
     query = select(r.id, r.home_id, r.absence_until, r.rule_config).order_by(r.id)
     if resident_ids is not None:
-        query = query.where(r.id.in_(list(resident_ids)))
+        query = query.where(one_of(session, r.id, list(resident_ids)))
     else:
-        query = query.where(r.home_id.in_(list(home_ids)))
+        query = query.where(one_of(session, r.home_id, list(home_ids)))
     return [tuple(row) for row in session.connection().execute(query)]
 
 
@@ -115,7 +116,7 @@ def build_contexts(
                 d.test_mode_until,
             )
             .select_from(_DEVICES.outerjoin(_ROOMS, room.id == d.room_id))
-            .where(d.home_id.in_(homes), d.retired_at.is_(None))
+            .where(one_of(session, d.home_id, sorted(homes)), d.retired_at.is_(None))
             .order_by(d.id)
         )
         for home_id, *fields in rows:
@@ -322,7 +323,9 @@ class RulesService:
         if not resident_ids:
             return {}
         st = _STATES.c
-        query = select(st.resident_id, st.state).where(st.resident_id.in_(resident_ids))
+        query = select(st.resident_id, st.state).where(
+            one_of(session, st.resident_id, resident_ids)
+        )
         if lock and session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
         return {rid: dict(state) for rid, state in session.connection().execute(query)}

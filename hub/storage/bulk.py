@@ -19,6 +19,8 @@ from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from hub.storage.db import is_postgres
@@ -54,15 +56,11 @@ def append_rows(
     if defaulted or len(rows) < COPY_MIN_ROWS:
         conn.execute(insert(table), rows)
         return
-    processors: list[tuple[int, Processor]] = []  # (position, processing) where there is any
-    for k, name in enumerate(names):
-        column = table.c[name]
-        bind = column.type.dialect_impl(dialect).bind_processor(dialect)
-        if bind is not None:
-            # encrypting again gives another ciphertext; a JSON object is no key to remember
-            once = getattr(column.type, "randomised", False) or isinstance(column.type, JSON)
-            reusable = name in shared or not once
-            processors.append((k, _reusing(bind) if reusable else bind))
+    processors = [
+        (k, process)
+        for k, process in enumerate(_processors(table, names, dialect, shared))
+        if process is not None
+    ]
     processed = []
     for row in rows:
         values = [row[name] for name in names]
@@ -83,6 +81,93 @@ def append_rows(
     with driver.cursor() as cursor, cursor.copy(command) as copy:
         for values in processed:
             copy.write_row(values)
+
+
+def insert_new(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    unique: Sequence[str],
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """Insert ``rows`` (all with the same keys), skipping each that conflicts on the unique
+    columns ``unique``; returns the ``returning`` columns of the rows inserted.
+
+    PostgreSQL: one ``INSERT … SELECT … FROM unnest(<one array per column>) ON CONFLICT DO
+    NOTHING RETURNING …``. Its text is the same short one whatever the number of rows, so
+    psycopg converts it once and caches it; SQLAlchemy's multi-row VALUES for the same rows is a
+    text with thousands of placeholders that psycopg parses in Python on every batch. Each
+    value goes through its column's bind processing first, as in ``append_rows``.
+    SQLite: SQLAlchemy's ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (executemany).
+    """
+    if not rows:
+        return []
+    conn = session.connection()
+    dialect = conn.dialect
+    names = list(rows[0])
+    if dialect.name != "postgresql":
+        stmt = (
+            sqlite_insert(table)
+            .on_conflict_do_nothing(index_elements=list(unique))
+            .returning(*(table.c[name] for name in returning))
+        )
+        return [tuple(row) for row in conn.execute(stmt, list(rows))]
+    params: dict[str, list[Any]] = {}
+    for k, (name, process) in enumerate(
+        zip(names, _processors(table, names, dialect, ()), strict=True)
+    ):
+        values = [row[name] for row in rows]
+        params[f"c{k}"] = values if process is None else [process(v) for v in values]
+    result = conn.exec_driver_sql(_unnest_insert(table, names, unique, returning, dialect), params)
+    return [tuple(row) for row in result]
+
+
+_UNNEST_INSERTS: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], str] = {}
+
+
+def _unnest_insert(
+    table: Table,
+    names: Sequence[str],
+    unique: Sequence[str],
+    returning: Sequence[str],
+    dialect: Dialect,
+) -> str:
+    """The statement text of ``insert_new`` on PostgreSQL (built once per shape)."""
+    key = (table.fullname, tuple(names), tuple(unique), tuple(returning))
+    sql = _UNNEST_INSERTS.get(key)
+    if sql is None:
+        quote = dialect.identifier_preparer.quote
+        arrays = ", ".join(
+            f"CAST(%(c{k})s AS {ARRAY(table.c[name].type).compile(dialect=dialect)})"
+            for k, name in enumerate(names)
+        )
+        sql = _UNNEST_INSERTS[key] = (
+            f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
+            f"({', '.join(quote(name) for name in names)}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT ({', '.join(quote(name) for name in unique)}) DO NOTHING "
+            f"RETURNING {', '.join(quote(name) for name in returning)}"
+        )
+    return sql
+
+
+def _processors(
+    table: Table, names: Sequence[str], dialect: Dialect, shared: Collection[str]
+) -> list[Processor | None]:
+    """Each column's bind processing (None where there is none), as SQLAlchemy would apply it;
+    a deterministic one (a time, an enum) is done once per distinct value of the call."""
+    out: list[Processor | None] = []
+    for name in names:
+        column = table.c[name]
+        bind = column.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind is None:
+            out.append(None)
+            continue
+        # encrypting again gives another ciphertext; a JSON object is no key to remember
+        once = getattr(column.type, "randomised", False) or isinstance(column.type, JSON)
+        reusable = name in shared or not once
+        out.append(_reusing(bind) if reusable else bind)
+    return out
 
 
 def _reusing(bind: Processor) -> Processor:

@@ -8,21 +8,30 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, Table, event, insert, select, text
+from sqlalchemy import Engine, Table, event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.alarms import service as alarms
 from hub.storage import crypto
-from hub.storage.bulk import COPY_MIN_ROWS, append_rows, one_of, reserve_ids
+from hub.storage.bulk import COPY_MIN_ROWS, append_rows, insert_new, one_of, reserve_ids
 from hub.storage.crypto import configure_keys, generate_key
 from hub.storage.db import make_engine, transaction
-from hub.storage.models import AlarmTimelineEntry, Notification, Resident, Severity
+from hub.storage.models import (
+    AlarmTimelineEntry,
+    Notification,
+    Resident,
+    SensorEvent,
+    Severity,
+)
 from tests.factories import T0, add_home
 
 NOTIFICATIONS = cast(Table, Notification.__table__)
 TIMELINE = cast(Table, AlarmTimelineEntry.__table__)
+EVENTS = cast(Table, SensorEvent.__table__)
+OSLO = ZoneInfo("Europe/Oslo")
 
 
 @pytest.fixture(autouse=True)
@@ -241,3 +250,60 @@ def test_postgresql_connections_prepare_no_statements(pg_url: str) -> None:
             assert prepared.scalar() == 0
     finally:
         engine.dispose()
+
+
+def _event(k: int, key: str | None, **over: Any) -> dict[str, Any]:
+    row = {
+        "device_id": "d-fall" if k % 2 else "d-door",
+        "home_id": "h1",
+        "kind": "fall" if k % 2 else "door",
+        "event_ts": (T0 + timedelta(seconds=k)).astimezone(OSLO) if k % 3 else None,
+        "received_at": T0 + timedelta(seconds=k, microseconds=123),
+        "seq": 2**40 + k if k % 4 else None,
+        "dedup_key": key,
+        "data": {"open": bool(k % 2), "note": 'quote " comma , brace { } \\ æøå', "n": k},
+    }
+    row.update(over)
+    return row
+
+
+def test_insert_new_stores_each_row_once_and_returns_only_the_new_ones(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """``insert_new`` (arrays and unnest on PostgreSQL, executemany on SQLite): awkward text,
+    NULLs, times in another zone and JSON come back exactly; a row that conflicts on the
+    unique columns is skipped, also against a row of the same call; only new rows return."""
+    add_home(session_factory)
+    awkward = ['{"a",b}', "back\\slash", "NULL", "", 'æøå, "quoted"', None, None]
+    first = [_event(k, key) for k, key in enumerate(awkward)]
+    with transaction(session_factory) as session:
+        returned = insert_new(
+            session, EVENTS, first, unique=("device_id", "dedup_key"), returning=("id", "dedup_key")
+        )
+    assert [key for _, key in returned] == awkward  # NULL keys never conflict
+    ids = [event_id for event_id, _ in returned]
+    assert len(set(ids)) == len(ids)
+    with session_factory() as session:
+        stored = {row.id: row for row in session.execute(select(EVENTS)).all()}
+    for event_id, row in zip(ids, first, strict=True):
+        got = stored[event_id]._asdict()
+        del got["id"]
+        assert got == row  # aware times compare as instants
+    again = [
+        _event(0, awkward[0]),  # stored already
+        _event(1, awkward[1], data={"changed": True}),  # stored already: the first one stays
+        _event(2, "fresh"),
+        _event(4, "fresh"),  # same device as the one before: conflicts within the call
+        _event(5, None),
+    ]
+    with transaction(session_factory) as session:
+        returned = insert_new(
+            session, EVENTS, again, unique=("device_id", "dedup_key"), returning=("dedup_key",)
+        )
+    assert returned == [("fresh",), (None,)]
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(EVENTS)) == len(awkward) + 2
+        kept = session.scalar(select(EVENTS.c.data).where(EVENTS.c.dedup_key == awkward[1]))
+        assert kept == first[1]["data"]
+    with transaction(session_factory) as session:
+        assert insert_new(session, EVENTS, [], unique=("device_id",), returning=("id",)) == []

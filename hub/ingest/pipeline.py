@@ -364,15 +364,24 @@ class IngestProcessor:
             z2m_prefix=mqtt.zigbee2mqtt_prefix,
         )
 
-    def process(self, messages: Sequence[InboundMessage]) -> BatchOutcome:
-        """Commit the effects of ``messages``.
+    def decode(self, message: InboundMessage) -> DecodeResult:
+        """Decode one message (pure; never raises)."""
+        return self._decoder(message.topic, message.payload)
+
+    def process(
+        self,
+        messages: Sequence[InboundMessage],
+        decoded: Sequence[DecodeResult] | None = None,
+    ) -> BatchOutcome:
+        """Commit the effects of ``messages`` (``decoded``: their ``decode`` results, if the
+        caller has them already).
 
         A database outage raises (the caller retries and acknowledges nothing). Any other failure
         is isolated: the batch is retried one message at a time and a message that still fails is
         kept as a rejected message with reason ``internal_error`` — never dropped silently.
         """
         try:
-            return self._commit(messages)
+            return self._commit(messages, decoded)
         except Exception as exc:
             if _is_transient(exc):
                 raise
@@ -413,8 +422,12 @@ class IngestProcessor:
         metrics.MESSAGES_REJECTED.labels(reason=RejectReason.INTERNAL_ERROR.value).inc()
         return BatchOutcome([], [], 0, 1, 0, 0)
 
-    def _commit(self, messages: Sequence[InboundMessage]) -> BatchOutcome:
-        results = [self._decoder(m.topic, m.payload) for m in messages]
+    def _commit(
+        self,
+        messages: Sequence[InboundMessage],
+        decoded: Sequence[DecodeResult] | None = None,
+    ) -> BatchOutcome:
+        results = list(decoded) if decoded is not None else [self.decode(m) for m in messages]
         native_ids: set[str] = set()
         z2m_names: set[str] = set()
         for result in results:

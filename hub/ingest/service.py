@@ -1,9 +1,10 @@
 """The MQTT adapter of ingest: a persistent MQTT 5 session, batching, and ack-after-commit.
 
 paho's network thread only queues messages. One worker thread takes them in batches (up to
-``batch_max_messages`` or ``batch_max_wait_ms`` after the first), lets ``IngestProcessor`` commit
-them, and only then sends the PUBACKs, in arrival order. A process killed at any line leaves the
-unacknowledged messages with the broker, which redelivers them to the same session.
+``batch_max_messages`` or ``batch_max_wait_ms`` after the first), falls and button actions first
+(``hub.ingest.order``, ADR 18), lets ``IngestProcessor`` commit them, and only then sends the
+PUBACKs, in arrival order. A process killed at any line leaves the unacknowledged messages with
+the broker, which redelivers them to the same session.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,9 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from devices.events import DecodeResult
 from hub import metrics
 from hub.clock import Clock, SystemClock
 from hub.config import Settings
+from hub.ingest.order import Ordering, next_batch, ordering
 from hub.ingest.pipeline import BatchOutcome, InboundMessage, IngestProcessor
 
 logger = logging.getLogger(__name__)
@@ -31,6 +36,16 @@ def subscriptions(settings: Settings) -> list[str]:
     """Topic filters of the hub: native events and status (three levels), and Zigbee2MQTT."""
     prefix = settings.mqtt.topic_prefix
     return [f"{prefix}/+/+/+", f"{settings.mqtt.zigbee2mqtt_prefix}/#"]
+
+
+@dataclass(slots=True)
+class _Held:
+    """A message the worker has taken from the queue, until it is acknowledged."""
+
+    message: InboundMessage
+    decoded: DecodeResult
+    order: Ordering
+    committed: bool = False
 
 
 class IngestService:
@@ -51,6 +66,10 @@ class IngestService:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._worker: threading.Thread | None = None
+        # the worker's own: taken from the queue and not committed yet (arrival order), and
+        # taken and not acknowledged yet (arrival order; PUBACKs leave in this order)
+        self._pending: list[_Held] = []
+        self._unacked: deque[_Held] = deque()
         self._client = self._make_client()
         self.batches = 0
         self.last_error: str | None = None
@@ -108,7 +127,11 @@ class IngestService:
                 received_mono=self._timer.monotonic(),
             )
         )
-        metrics.INGEST_QUEUE.set(self._queue.qsize())
+        metrics.INGEST_QUEUE.set(self.backlog())
+
+    def backlog(self) -> int:
+        """Messages received and not committed yet."""
+        return self._queue.qsize() + len(self._pending)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,35 +167,67 @@ class IngestService:
         return "connected" if self._connected.is_set() else "disconnected"
 
     # -- worker ---------------------------------------------------------------------------------
-    def _next_batch(self) -> list[InboundMessage]:
+    def _take(self, message: InboundMessage) -> _Held:
+        """Move a message from the queue into the worker's hands (decoded, classified)."""
+        decoded = self._processor.decode(message)
+        held = _Held(message, decoded, ordering(decoded))
+        self._pending.append(held)
+        self._unacked.append(held)
+        return held
+
+    def _next_batch(self) -> list[_Held]:
+        """The messages to commit next: the oldest, or urgent ones first (``order.next_batch``).
+
+        An idle worker waits up to ``batch_max_wait_ms`` after the first message for more to
+        batch with it, unless an urgent one is among them.
+        """
         cfg = self._settings.ingest
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = self._timer.monotonic() + cfg.batch_max_wait_ms / 1000.0
-        while len(batch) < cfg.batch_max_messages:
-            remaining = deadline - self._timer.monotonic()
+        idle = not self._pending
+        urgent = False
+        if idle:
             try:
-                if remaining <= 0:
-                    batch.append(self._queue.get_nowait())
-                else:
-                    batch.append(self._queue.get(timeout=remaining))
+                urgent = self._take(self._queue.get(timeout=0.2)).order.urgent
+            except queue.Empty:
+                return []
+        deadline = self._timer.monotonic() + cfg.batch_max_wait_ms / 1000.0
+        # what has arrived meanwhile (bounded: the broker has at most receive_maximum in flight)
+        room = max(cfg.batch_max_messages, self._settings.mqtt.receive_maximum)
+        while len(self._pending) < room:
+            try:
+                urgent = self._take(self._queue.get_nowait()).order.urgent or urgent
             except queue.Empty:
                 break
+        if not idle:
+            urgent = urgent or any(held.order.urgent for held in self._pending)
+        while idle and not urgent and len(self._pending) < cfg.batch_max_messages:
+            remaining = deadline - self._timer.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                urgent = self._take(self._queue.get(timeout=remaining)).order.urgent
+            except queue.Empty:
+                break
+        picked = next_batch([held.order for held in self._pending], cfg.batch_max_messages)
+        batch = [self._pending[k] for k in picked]
+        if len(picked) == len(self._pending):
+            self._pending = []
+        else:
+            chosen = set(picked)
+            self._pending = [h for k, h in enumerate(self._pending) if k not in chosen]
         return batch
 
     def _run_worker(self) -> None:
         backoff = 0.1
-        batch: list[InboundMessage] = []
+        batch: list[_Held] = []
         while not self._stop.is_set():
             if not batch:
                 batch = self._next_batch()
                 if not batch:
                     continue
             try:
-                outcome = self._processor.process(batch)
+                outcome = self._processor.process(
+                    [held.message for held in batch], [held.decoded for held in batch]
+                )
             except Exception as exc:  # database down: keep the batch, ack nothing, retry
                 metrics.BATCH_FAILURES.inc()
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -181,19 +236,28 @@ class IngestService:
                 backoff = min(backoff * 2, self._settings.ingest.retry_backoff_max_s)
                 continue
             backoff = 0.1
-            self._acknowledge(batch, outcome)
+            self._committed(batch, outcome)
             batch = []
 
-    def _acknowledge(self, batch: Sequence[InboundMessage], outcome: BatchOutcome) -> None:
+    def _committed(self, batch: Sequence[_Held], outcome: BatchOutcome) -> None:
+        """Count a committed batch and send the PUBACKs now due.
+
+        PUBACKs go out in the order the messages arrived (MQTT 5, 4.6.0-2): a message committed
+        ahead of older ones (urgent first) is acknowledged with the last of them. Until then a
+        restart makes the broker send it again, and it is absorbed as a duplicate.
+        """
         now = self._timer.monotonic()
-        for message in batch:
+        for held in batch:
+            held.committed = True
+            metrics.INGEST_LATENCY.observe(max(0.0, now - held.message.received_mono))
+        while self._unacked and self._unacked[0].committed:
+            message = self._unacked.popleft().message
             if message.qos > 0:
                 self._client.ack(message.mid, message.qos)
-            metrics.INGEST_LATENCY.observe(max(0.0, now - message.received_mono))
         self.batches += 1
         metrics.BATCH_COMMITS.inc()
         metrics.BATCH_SIZE.observe(len(batch))
-        metrics.INGEST_QUEUE.set(self._queue.qsize())
+        metrics.INGEST_QUEUE.set(self.backlog())
         logger.debug(
             "batch of %d: %d stored, %d duplicates, %d rejected, %d discovered",
             len(batch),

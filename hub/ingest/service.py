@@ -70,6 +70,7 @@ class IngestService:
         # taken and not acknowledged yet (arrival order; PUBACKs leave in this order)
         self._pending: list[_Held] = []
         self._unacked: deque[_Held] = deque()
+        self._passed_others = False  # the last batch was urgent messages ahead of older ones
         self._client = self._make_client()
         self.batches = 0
         self.last_error: str | None = None
@@ -176,7 +177,8 @@ class IngestService:
         return held
 
     def _next_batch(self) -> list[_Held]:
-        """The messages to commit next: the oldest, or urgent ones first (``order.next_batch``).
+        """The messages to commit next: the oldest, or urgent ones first (``order.next_batch``),
+        but never twice in a row ahead of older messages.
 
         An idle worker waits up to ``batch_max_wait_ms`` after the first message for more to
         batch with it, unless an urgent one is among them.
@@ -207,7 +209,13 @@ class IngestService:
                 urgent = self._take(self._queue.get(timeout=remaining)).order.urgent
             except queue.Empty:
                 break
-        picked = next_batch([held.order for held in self._pending], cfg.batch_max_messages)
+        if self._passed_others:
+            # the last batch passed older messages: now the oldest go, so a stream of urgent
+            # messages (a button pressed again and again) cannot hold other homes back for good
+            picked = list(range(min(cfg.batch_max_messages, len(self._pending))))
+        else:
+            picked = next_batch([held.order for held in self._pending], cfg.batch_max_messages)
+        self._passed_others = picked != list(range(len(picked)))
         batch = [self._pending[k] for k in picked]
         if len(picked) == len(self._pending):
             self._pending = []

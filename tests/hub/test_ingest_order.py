@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.orm import sessionmaker
 
 from devices.codecs import decode
+from hub.config import Settings
 from hub.ingest.order import Ordering, next_batch, ordering
+from hub.ingest.pipeline import InboundMessage, IngestProcessor
+from hub.ingest.service import IngestService
 
 ROUTINE_A = Ordering(urgent=False, home="a", free=False)
 ROUTINE_B = Ordering(urgent=False, home="b", free=False)
@@ -102,3 +106,30 @@ def test_no_message_is_committed_before_an_older_one_it_may_not_pass(
         assert picked == list(range(min(limit, len(pending))))
     elif len(picked) < limit:
         assert set(urgent) <= chosen  # nothing held the urgent ones back but the limit
+
+
+def test_the_worker_never_lets_urgent_messages_pass_twice_in_a_row() -> None:
+    """A button pressed again and again must not hold other homes back for good: after a batch
+    that passed older messages, the next batch is the oldest ones (``IngestService``'s worker,
+    fed directly; nothing is committed here)."""
+    settings = Settings()
+    service = IngestService(settings, IngestProcessor(settings, sessionmaker()))
+
+    def arrive(home: str, kind: str, seq: int) -> None:
+        extra = {"open": True} if kind == "door" else {"action": "press"}
+        payload = _payload(kind, **extra).replace(b'"seq": 1', f'"seq": {seq}'.encode())
+        topic = f"carehub/v1/{home}/{home}-{kind}/event"
+        service._queue.put(InboundMessage(topic, payload, datetime(2026, 1, 5, tzinfo=UTC)))
+
+    def next_topics() -> list[str]:
+        return [held.message.topic.split("/")[2] for held in service._next_batch()]
+
+    arrive("hb", "door", 1)
+    arrive("hc", "button", 1)
+    assert next_topics() == ["hc"]  # the press passes home hb's door
+    arrive("hc", "button", 2)
+    assert next_topics() == ["hb", "hc"]  # not twice: the oldest go, the new press with them
+    arrive("hb", "door", 3)
+    arrive("hc", "button", 3)
+    assert next_topics() == ["hc"]  # and then urgent first again
+    assert next_topics() == ["hb"]

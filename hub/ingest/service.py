@@ -31,6 +31,9 @@ from hub.ingest.pipeline import BatchOutcome, InboundMessage, IngestProcessor
 
 logger = logging.getLogger(__name__)
 
+# Batches in a row that may put urgent messages ahead of older ones; then the oldest go (ADR 18).
+URGENT_TURNS = 3
+
 
 def subscriptions(settings: Settings) -> list[str]:
     """Topic filters of the hub: native events and status (three levels), and Zigbee2MQTT."""
@@ -70,7 +73,7 @@ class IngestService:
         # taken and not acknowledged yet (arrival order; PUBACKs leave in this order)
         self._pending: list[_Held] = []
         self._unacked: deque[_Held] = deque()
-        self._passed_others = False  # the last batch was urgent messages ahead of older ones
+        self._passed_in_a_row = 0  # batches in a row that put urgent messages ahead of older ones
         self._client = self._make_client()
         self.batches = 0
         self.last_error: str | None = None
@@ -178,7 +181,7 @@ class IngestService:
 
     def _next_batch(self) -> list[_Held]:
         """The messages to commit next: the oldest, or urgent ones first (``order.next_batch``),
-        but never twice in a row ahead of older messages.
+        but not more than ``URGENT_TURNS`` batches in a row ahead of older messages.
 
         An idle worker waits up to ``batch_max_wait_ms`` after the first message for more to
         batch with it, unless an urgent one is among them.
@@ -209,13 +212,14 @@ class IngestService:
                 urgent = self._take(self._queue.get(timeout=remaining)).order.urgent
             except queue.Empty:
                 break
-        if self._passed_others:
-            # the last batch passed older messages: now the oldest go, so a stream of urgent
-            # messages (a button pressed again and again) cannot hold other homes back for good
+        if self._passed_in_a_row >= URGENT_TURNS:
+            # now the oldest go, so a stream of urgent messages (a button pressed again and
+            # again) cannot hold other homes back for good
             picked = list(range(min(cfg.batch_max_messages, len(self._pending))))
         else:
             picked = next_batch([held.order for held in self._pending], cfg.batch_max_messages)
-        self._passed_others = picked != list(range(len(picked)))
+        passed = picked != list(range(len(picked)))
+        self._passed_in_a_row = self._passed_in_a_row + 1 if passed else 0
         batch = [self._pending[k] for k in picked]
         if len(picked) == len(self._pending):
             self._pending = []

@@ -86,6 +86,17 @@ def _send(publisher: Publisher, home: str, kind: str, seq: int) -> None:
     publisher.publish(f"carehub/v1/{home}/{device}/event", _event(kind, seq))
 
 
+def _start_held(runtime: HubRuntime, gate: Gate, publisher: Publisher) -> None:
+    """Seed the homes, start the hub, and hold its worker in a batch with home ha's door
+    event, so that what is published next waits in its queue."""
+    _homes(runtime)
+    runtime.start()
+    assert runtime.ingest.wait_connected(10)
+    gate.open.clear()
+    _send(publisher, "ha", "door", 1)
+    assert gate.entered.wait(10)
+
+
 def _stored(runtime: HubRuntime, *where: Any) -> int:
     """Sensor events stored (a device's "online" status rows left out)."""
     query = select(func.count()).select_from(SensorEvent).where(SensorEvent.kind != "status")
@@ -109,13 +120,8 @@ def test_a_fall_overtakes_other_homes_routine_events_but_not_its_own_homes(
 ) -> None:
     gate = Gate()
     runtime = _hub(mosquitto, db_url, "urgent-first-order", gate)
-    _homes(runtime)
-    runtime.start()
     try:
-        assert runtime.ingest.wait_connected(10)
-        gate.open.clear()
-        _send(publisher, "ha", "door", 1)  # the worker takes it and is held in its batch
-        assert gate.entered.wait(10)
+        _start_held(runtime, gate, publisher)
         _send(publisher, "hb", "door", 1)
         _send(publisher, "hc", "door", 1)  # the fall's own home: must stay before the fall
         _send(publisher, "ha", "door", 2)
@@ -146,13 +152,8 @@ def test_a_fall_committed_ahead_is_acknowledged_only_after_the_older_messages(
     duplicate, one alarm in all."""
     gate = Gate()
     first = _hub(mosquitto, db_url, "urgent-first-acks", gate)
-    _homes(first)
-    first.start()
     try:
-        assert first.ingest.wait_connected(10)
-        gate.open.clear()
-        _send(publisher, "ha", "door", 1)
-        assert gate.entered.wait(10)
+        _start_held(first, gate, publisher)
         _send(publisher, "hb", "door", 1)
         _send(publisher, "hc", "fall", 1)
         wait_until(lambda: first.ingest.backlog() == 2)

@@ -68,9 +68,8 @@ _CREDENTIALS: Table = DeviceCredential.__table__  # type: ignore[assignment]
 _EVENTS: Table = SensorEventRow.__table__  # type: ignore[assignment]
 _DEVICE_COLUMNS = ("battery", "tamper", "rssi", "online", "last_seen_at", "last_seq")
 
+
 # Statements built once: constructing SQLAlchemy expressions per batch costs more than running them.
-
-
 def _load_devices_stmt(postgres: bool) -> Any:
     """Devices by id or friendly name. On PostgreSQL the two sets are array parameters
     (``= ANY``): one short text psycopg converts once, whatever the number of devices; an

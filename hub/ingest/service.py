@@ -188,10 +188,9 @@ class IngestService:
         """
         cfg = self._settings.ingest
         idle = not self._pending
-        urgent = False
         if idle:
             try:
-                urgent = self._take(self._queue.get(timeout=0.2)).order.urgent
+                self._take(self._queue.get(timeout=0.2))
             except queue.Empty:
                 return []
         deadline = self._timer.monotonic() + cfg.batch_max_wait_ms / 1000.0
@@ -199,11 +198,10 @@ class IngestService:
         room = max(cfg.batch_max_messages, self._settings.mqtt.receive_maximum)
         while len(self._pending) < room:
             try:
-                urgent = self._take(self._queue.get_nowait()).order.urgent or urgent
+                self._take(self._queue.get_nowait())
             except queue.Empty:
                 break
-        if not idle:
-            urgent = urgent or any(held.order.urgent for held in self._pending)
+        urgent = any(held.order.urgent for held in self._pending)
         while idle and not urgent and len(self._pending) < cfg.batch_max_messages:
             remaining = deadline - self._timer.monotonic()
             if remaining <= 0:

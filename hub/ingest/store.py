@@ -58,7 +58,7 @@ class StoredEvent:
 
 
 def _insert(session: Session, table: Any) -> postgresql.Insert | sqlite.Insert:
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session.get_bind()):
         return postgresql.insert(table)
     return sqlite.insert(table)
 

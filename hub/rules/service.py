@@ -43,6 +43,7 @@ from hub.rules.model import (
 )
 from hub.rules.timers import TimerDriver
 from hub.storage.bulk import one_of
+from hub.storage.db import is_postgres
 from hub.storage.models import Alarm, Device, DeviceType, Resident, Room, RuleState
 
 logger = logging.getLogger(__name__)
@@ -326,7 +327,7 @@ class RulesService:
         query = select(st.resident_id, st.state).where(
             one_of(session, st.resident_id, resident_ids)
         )
-        if lock and session.get_bind().dialect.name == "postgresql":
+        if lock and is_postgres(session.get_bind()):
             query = query.with_for_update()
         return {rid: dict(state) for rid, state in session.connection().execute(query)}
 

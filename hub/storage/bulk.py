@@ -69,7 +69,7 @@ def append_rows(
         processed.append(values)
     preparer = dialect.identifier_preparer
     quoted = ", ".join(preparer.quote(name) for name in names)
-    if dialect.name != "postgresql":
+    if not is_postgres(conn):
         # SQLAlchemy's INSERT, its parameters prepared above: no per-row work left to it
         marks = ", ".join("?" for _ in names)
         sql = f"INSERT INTO {preparer.format_table(table)} ({quoted}) VALUES ({marks})"
@@ -106,7 +106,7 @@ def insert_new(
     conn = session.connection()
     dialect = conn.dialect
     names = list(rows[0])
-    if dialect.name != "postgresql":
+    if not is_postgres(conn):
         stmt = (
             sqlite_insert(table)
             .on_conflict_do_nothing(index_elements=list(unique))

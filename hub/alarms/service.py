@@ -25,6 +25,7 @@ from hub.alarms.lifecycle import (
     check_transition,
 )
 from hub.storage.bulk import append_rows, one_of
+from hub.storage.db import is_postgres
 from hub.storage.models import Alarm, AlarmStatus, AlarmTimelineEntry, Resident, Severity
 
 logger = logging.getLogger(__name__)
@@ -405,14 +406,14 @@ def lock_alarm_facts(
 
 def _take_write_lock(session: Session, alarm_ids: Sequence[int]) -> list[int]:
     """The distinct ids in lock order; on SQLite, a no-op write takes the database's one write
-    lock first (PostgreSQL locks the rows with ``FOR UPDATE``)."""
+    lock first (PostgreSQL locks the rows with ``FOR UPDATE``). Any write statement takes it,
+    whatever rows it touches, so the no-op names one alarm, not all of them."""
     ids = sorted(set(alarm_ids))
-    if ids and session.get_bind().dialect.name != "postgresql":
-        for chunk in chunked(ids):
-            session.execute(
-                update(Alarm).where(Alarm.id.in_(chunk)).values(id=Alarm.id),
-                execution_options={"synchronize_session": False},
-            )
+    if ids and not is_postgres(session.get_bind()):
+        session.execute(
+            update(Alarm).where(Alarm.id == ids[0]).values(id=Alarm.id),
+            execution_options={"synchronize_session": False},
+        )
     return ids
 
 

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, Text, event, func, select, update
+from sqlalchemy import Select, Table, Text, event, func, select, update
 from sqlalchemy import cast as cast_
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -472,6 +472,25 @@ def _save_steps(session: Session, steps: Sequence[_Step], now: datetime) -> None
             )
 
 
+def due_query(now: datetime, batch: int, *, pg: bool) -> Select[int, str, int, int]:
+    """The first ``batch`` active escalations due at ``now``, oldest due first: (alarm id,
+    policy snapshot as JSON text, step index, round). It walks ``ix_alarm_escalations_due``
+    (state, due time) in order and stops at ``batch`` rows. PostgreSQL locks the rows it returns
+    and skips those another tick holds."""
+    query = (
+        select(
+            AlarmEscalation.alarm_id,
+            cast_(AlarmEscalation.policy_snapshot, Text),
+            AlarmEscalation.step_index,
+            AlarmEscalation.round,
+        )
+        .where(AlarmEscalation.state == ACTIVE, AlarmEscalation.next_due_at <= now)
+        .order_by(AlarmEscalation.next_due_at)
+        .limit(batch)
+    )
+    return query.with_for_update(skip_locked=True) if pg else query
+
+
 class EscalationEngine:
     """Runs due escalation steps; woken by its timer, by new alarms and by people's actions."""
 
@@ -554,20 +573,7 @@ class EscalationEngine:
         """
         now = self._clock.now()
         with self._session_factory() as session, session.begin():
-            query = (
-                select(
-                    AlarmEscalation.alarm_id,
-                    cast_(AlarmEscalation.policy_snapshot, Text),
-                    AlarmEscalation.step_index,
-                    AlarmEscalation.round,
-                )
-                .where(AlarmEscalation.state == ACTIVE, AlarmEscalation.next_due_at <= now)
-                .order_by(AlarmEscalation.next_due_at)
-                .limit(batch)
-            )
-            if _pg(session):
-                query = query.with_for_update(skip_locked=True)
-            due = session.execute(query).all()
+            due = session.execute(due_query(now, batch, pg=_pg(session))).all()
             if not due:
                 return 0, 0
             if len(due) == batch and on_full is not None:

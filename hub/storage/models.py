@@ -428,14 +428,18 @@ class AlarmEscalation(Base):
     """Where an alarm's escalation stands. The engine's only memory: due times are rows."""
 
     __tablename__ = "alarm_escalations"
+    # The engine's two queries (what is due now, in due order; when the next step is due) read
+    # active rows by due time: one index on both, so the tick walks only the due rows in order
+    # (ADR 19) and each step's UPDATE maintains one index instead of two.
+    __table_args__ = (Index("ix_alarm_escalations_due", "state", "next_due_at"),)
     alarm_id: Mapped[int] = mapped_column(ForeignKey("alarms.id"), primary_key=True)
     # The policy as it was when the alarm started (later edits do not change a running alarm)
     policy_snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
     step_index: Mapped[int] = mapped_column(Integer, default=0)
     round: Mapped[int] = mapped_column(Integer, default=1)
     # active, stopped (someone took it), unanswered (all rounds done)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    next_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.alarms import service
@@ -404,6 +405,38 @@ def test_two_hubs_raising_the_same_fall_at_once_make_one_alarm(
             "transition",
             "event_joined",
         ]
+
+
+def test_locking_alarms_holds_them_against_another_writer_until_the_commit(
+    session_factory: sessionmaker[Session], kari: int
+) -> None:
+    """``lock_alarm_facts`` reads under a lock no other writer gets past: SQLite's one write
+    lock (taken by a no-op write naming one alarm, here one that does not exist) or, on
+    PostgreSQL, the rows' own locks."""
+    with session_factory() as session, session.begin():
+        alarm_id = raise_fall(session, kari)[0].id
+    bind = session_factory.kw["bind"]
+    with session_factory() as holder, holder.begin():
+        facts = service.lock_alarm_facts(holder, [alarm_id, 0])  # 0: no such alarm, locked first
+        assert list(facts) == [alarm_id] and facts[alarm_id][1] == AlarmStatus.OPEN
+        if bind.dialect.name == "sqlite":
+            other = sqlite3.connect(bind.url.database, timeout=0)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                    other.execute("UPDATE alarms SET summary = 'other' WHERE id = ?", (alarm_id,))
+            finally:
+                other.close()
+        else:
+            with (
+                session_factory() as second,
+                second.begin(),
+                pytest.raises(OperationalError, match="could not obtain lock"),
+            ):
+                second.execute(
+                    select(Alarm.id).where(Alarm.id == alarm_id).with_for_update(nowait=True)
+                )
+    with session_factory() as session, session.begin():  # committed: the lock is gone
+        session.execute(update(Alarm).where(Alarm.id == alarm_id).values(summary="other"))
 
 
 def test_list_filters_by_status_resident_type_and_time(

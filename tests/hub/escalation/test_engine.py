@@ -8,7 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.alarms import service as alarms
@@ -17,6 +17,7 @@ from hub.escalation.engine import (
     EscalationContext,
     EscalationEngine,
     alarm_taken,
+    due_query,
     start_escalation,
 )
 from hub.escalation.policy import ensure_default_policies
@@ -375,6 +376,28 @@ def test_relatives_get_a_signed_link_that_shows_only_this_alarm(
     token = link.rsplit("/", 1)[1]
     assert verify_relative_link(token, now=T0, secret="s3cret") == (alarm_id, per_id)
     assert verify_relative_link(token, now=T0 + timedelta(hours=2), secret="s3cret") is None
+
+
+def test_the_due_query_walks_one_index_in_due_order_without_sorting(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The tick's query for due steps reads ``ix_alarm_escalations_due`` (state, due time) in
+    order and stops at its batch: without it SQLite read every active escalation and sorted
+    them, once per batch of a burst."""
+    for minutes, r in zip((2, 1, 0), seed(session_factory, residents=3), strict=True):
+        open_alarm(session_factory, r, T0 + timedelta(minutes=minutes))  # step 1 due then
+    with session_factory() as s, s.begin():
+        pg = s.get_bind().dialect.name == "postgresql"
+        query = due_query(T0 + timedelta(minutes=5), 2, pg=pg)
+        compiled = query.compile(s.get_bind(), compile_kwargs={"literal_binds": True})
+        if pg:  # three rows: make the planner show what it would do with many
+            s.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = " ".join(row[0] for row in s.execute(text(f"EXPLAIN {compiled}")))
+            assert "ix_alarm_escalations_due" in plan and "Sort" not in plan, plan
+        else:
+            plan = " ".join(row[3] for row in s.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
+            assert "ix_alarm_escalations_due" in plan and "TEMP B-TREE" not in plan, plan
+        assert [row[0] for row in s.execute(query)] == [3, 2]  # the alarms, oldest due first
 
 
 def test_one_tick_advances_many_alarms_with_a_constant_number_of_statements(

@@ -10,22 +10,21 @@ import pstats
 import re
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
-import uvicorn
 from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.ingest import percentile, publish, wait_for
 from bench.publisher import LOAD_DEVICES, fall_device, rules_home
 from bench.rules import NIGHT, _CommitStamp, _sqlite_database, seed_homes
+from bench.simulator import SimulatorProcess
 from hub.alarms.service import open_or_join
 from hub.broker import MosquittoProcess, free_port
 from hub.clock import FakeClock, SystemClock
@@ -52,7 +51,6 @@ from hub.storage.models import (
     StaffRole,
     StaffUser,
 )
-from simulators.twilio_sim import SimConfig, create_app
 
 CLOCK = SystemClock()
 SID = "AC" + "b" * 32
@@ -69,12 +67,6 @@ WAIT_S = 10.0
 SPREAD_S = 120.0
 # the staff SMS of a fall: "CareHub <severity>: Fall - Resident 17. Svar 1 …" (nb and en)
 FALL_SMS = re.compile(r": Fall - Resident (\d+)\. ")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 @dataclass
@@ -115,61 +107,6 @@ class StepRun:
     p99_lag_ms: float
     max_lag_ms: float
     commits: int  # transactions the tick committed
-
-
-# -- the simulator, with arrival stamps -------------------------------------------------------
-class ArrivalLog:
-    """ASGI middleware before the simulator: stamps each ``Messages.json`` POST as it arrives.
-
-    The stamp is ``SystemClock.monotonic()`` when uvicorn hands the request to the app (headers
-    parsed, before the body is read), so it is the moment the simulator received the request,
-    independent of the simulator's own work and of its ``date_created`` (wall clock, seconds).
-    """
-
-    def __init__(self, app: Asgi) -> None:
-        self.app = app
-        self.arrivals: list[tuple[float, str, str]] = []  # (monotonic, To, Body)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = str(scope.get("path", ""))
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not path.endswith("/Messages.json")
-        ):
-            await self.app(scope, receive, send)
-            return
-        at = CLOCK.monotonic()
-        chunks: list[bytes] = []
-
-        async def tap() -> Message:
-            message = await receive()
-            if message["type"] == "http.request":
-                chunks.append(message.get("body", b""))
-            return message
-
-        await self.app(scope, tap, send)
-        form = parse_qs(b"".join(chunks).decode())
-        self.arrivals.append((at, form.get("To", [""])[0], form.get("Body", [""])[0]))
-
-
-class Server:
-    """A uvicorn server in a thread on a loopback port."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        _wait(lambda: bool(self._server.started), WAIT_S, "the simulator did not start")
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(WAIT_S)
 
 
 def _wait(ready: Callable[[], bool], timeout: float, what: str) -> None:
@@ -230,27 +167,23 @@ def measure_fall_sms(
     work: Path,
 ) -> SmsRun:
     """The real hub on the system clock (SchedulerTimer, background sender, portal for status
-    callbacks), the simulator in-process, a load of door/motion events and spread falls."""
+    callbacks), the simulator in its own process, a load of door/motion events and spread
+    falls."""
     migrate.upgrade(db_url)
     sim_port, portal_port = free_port(), free_port()
     portal_url = f"http://127.0.0.1:{portal_port}"
-    log = ArrivalLog(
-        create_app(
-            SimConfig(
-                account_sid=SID,
-                auth_token=TOKEN,
-                inbound_sms_url=f"{portal_url}/api/v1/twilio/sms",
-                port=sim_port,
-            )
-        )
+    log = SimulatorProcess(
+        sim_port,
+        account_sid=SID,
+        auth_token=TOKEN,
+        inbound_sms_url=f"{portal_url}/api/v1/twilio/sms",
     )
-    sim = Server(log, sim_port)
-    sim.start()
+    log.start()
     settings = Settings(
         mqtt=MqttSettings(host=broker.host, port=broker.port, client_id=f"bench-esc-{label}"),
         database=DatabaseSettings(url=db_url),
         portal=PortalSettings(port=portal_port, public_base_url=portal_url),
-        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=sim.url),
+        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=log.url),
         security=SECURITY,
     )
     stamp = _CommitStamp()  # background load: send → commit, to show whether the hub keeps up
@@ -278,7 +211,7 @@ def measure_fall_sms(
         while len(_first_sms(log)) < falls and CLOCK.monotonic() < deadline:
             pause.wait(0.05)
     finally:
-        sim.stop()  # first: no status callback then goes to a portal that is already gone
+        log.stop()  # first: no status callback then goes to a portal that is already gone
         portal_stop.set()
         portal.join(WAIT_S)
         runtime.stop()
@@ -317,7 +250,7 @@ def measure_fall_sms(
     )
 
 
-def _first_sms(log: ArrivalLog) -> dict[int, float]:
+def _first_sms(log: SimulatorProcess) -> dict[int, float]:
     """Resident index → arrival of the first fall SMS naming that resident."""
     first: dict[int, float] = {}
     for at, to, body in list(log.arrivals):
@@ -595,8 +528,8 @@ def run_escalation_bench(
         for label, database in targets:
             log(f"{alarms} escalation steps due at once on {label}")
             with database() as url:
-                run, text = measure_steps(url, label, alarms, profile)
-            steps.append(run)
+                step_run, text = measure_steps(url, label, alarms, profile)
+            steps.append(step_run)
             if text:
                 profiles[label] = text
             log(f"{alarms} escalations with their next step due over {spread_s:.0f} s on {label}")

@@ -23,9 +23,10 @@ from rich.table import Table
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.escalation import ArrivalLog, Server, _portal_up, _wait
+from bench.escalation import _portal_up, _wait
 from bench.ingest import percentile
 from bench.rules import _sqlite_database
+from bench.simulator import SimulatorProcess
 from devices.catalogue import info
 from hub.alarms.lifecycle import ACTIVE_STATUSES, Outcome
 from hub.alarms.service import transition
@@ -49,7 +50,6 @@ from hub.storage.models import (
     Zone,
 )
 from simulators.fleet import FleetHome, build_fleet
-from simulators.twilio_sim import SimConfig, create_app
 
 CLOCK = SystemClock()
 SID = "AC" + "f" * 32
@@ -315,7 +315,7 @@ def _publish(
 def run_step(
     runtime: HubRuntime,
     stamps: _Stamps,
-    log: ArrivalLog,
+    log: SimulatorProcess,
     broker_port: int,
     label: str,
     *,
@@ -403,7 +403,7 @@ def run_step(
     return result
 
 
-def _first_sms(log: ArrivalLog, skip: int) -> dict[int, float]:
+def _first_sms(log: SimulatorProcess, skip: int) -> dict[int, float]:
     """Resident index → arrival of the first fall SMS naming them, among arrivals after ``skip``."""
     first: dict[int, float] = {}
     for at, to, body in list(log.arrivals)[skip:]:
@@ -417,27 +417,22 @@ def _first_sms(log: ArrivalLog, skip: int) -> dict[int, float]:
 @contextmanager
 def _hub(broker: MosquittoProcess, db_url: str, label: str) -> Iterator[tuple[HubRuntime, Any]]:
     """The real hub as the escalation benchmark runs it: ingest, rules, escalation, sender, the
-    portal (for the simulator's status callbacks), and the Twilio simulator in this process."""
+    portal (for the simulator's status callbacks), and the Twilio simulator in its own process."""
     migrate.upgrade(db_url)
     sim_port, portal_port = free_port(), free_port()
     portal_url = f"http://127.0.0.1:{portal_port}"
-    log = ArrivalLog(
-        create_app(
-            SimConfig(
-                account_sid=SID,
-                auth_token=TOKEN,
-                inbound_sms_url=f"{portal_url}/api/v1/twilio/sms",
-                port=sim_port,
-            )
-        )
+    log = SimulatorProcess(
+        sim_port,
+        account_sid=SID,
+        auth_token=TOKEN,
+        inbound_sms_url=f"{portal_url}/api/v1/twilio/sms",
     )
-    sim = Server(log, sim_port)
-    sim.start()
+    log.start()
     settings = Settings(
         mqtt=MqttSettings(host=broker.host, port=broker.port, client_id=f"bench-fleet-{label}"),
         database=DatabaseSettings(url=db_url),
         portal=PortalSettings(port=portal_port, public_base_url=portal_url),
-        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=sim.url),
+        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=log.url),
     )
     stamps = _Stamps()
     runtime = HubRuntime(settings, sinks=[stamps])
@@ -452,7 +447,7 @@ def _hub(broker: MosquittoProcess, db_url: str, label: str) -> Iterator[tuple[Hu
         _wait(lambda: _portal_up(portal_url), 10, "the portal did not start")
         yield runtime, (stamps, log)
     finally:
-        sim.stop()
+        log.stop()
         portal_stop.set()
         portal.join(10)
         runtime.stop()

@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bench.publisher import device_ids
+from devices.events import DecodeResult
 from hub.broker import MosquittoProcess
 from hub.clock import SystemClock
 from hub.config import DatabaseSettings, MqttSettings, Settings
@@ -145,8 +146,10 @@ class _TimedProcessor(IngestProcessor):
 
     done: dict[str, float]
 
-    def process(self, messages: Sequence[InboundMessage]) -> BatchOutcome:
-        outcome = super().process(messages)
+    def process(
+        self, messages: Sequence[InboundMessage], decoded: Sequence[DecodeResult] | None = None
+    ) -> BatchOutcome:
+        outcome = super().process(messages, decoded)
         now = CLOCK.monotonic()
         for event in outcome.stored:
             if event.kind != "status":

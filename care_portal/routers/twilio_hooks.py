@@ -119,7 +119,12 @@ def status_callback(
     form: SignedForm, session: SessionDep, clock: ClockDep, hooks: HooksDep
 ) -> Response:
     """A delivery receipt for an SMS (``MessageSid``/``MessageStatus``) or a call
-    (``CallSid``/``CallStatus``). An unknown sid is logged and answered 204 all the same."""
+    (``CallSid``/``CallStatus``). An unknown sid is logged and answered 204 all the same.
+
+    A receipt changes a notification, never its alarm: nothing is stopped and the home's
+    feedback stays as it is, so the alarm-changed hook is not called (each receipt would cost
+    the hub two more reads and an MQTT publish, twice per SMS). A failed or undelivered one wakes
+    the sender, whose fallback (a voice call) may now be due."""
     sid = form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid")
     provider_status = form.get("MessageStatus") or form.get("SmsStatus") or form.get("CallStatus")
     if not sid or not provider_status:
@@ -136,10 +141,12 @@ def status_callback(
         now=clock.now(),
     )
     session.commit()
-    if result is not None:
-        hooks.alarms_changed([result.alarm_id])
-        if result.changed and result.notification_status in replies.FAILED_STATUSES:
-            hooks.outbox()  # a fallback (voice call) may be due: wake the sender
+    if (
+        result is not None
+        and result.changed
+        and result.notification_status in replies.FAILED_STATUSES
+    ):
+        hooks.outbox()  # a fallback (voice call) may be due: wake the sender
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

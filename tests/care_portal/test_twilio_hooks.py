@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
@@ -228,7 +228,27 @@ def test_a_signed_status_callback_updates_the_notification(
         note = s.scalars(select(Notification).where(Notification.provider_sid == sid)).one()
         assert note.status == "delivered"
     assert timeline_kinds(session_factory, kari_fall).count("delivery") == 1
-    assert heard.alarms == [kari_fall]
+    # a receipt changes the notification, not the alarm: no alarm-changed hook, no sender wake
+    assert heard.alarms == [] and heard.outbox == 0
+
+
+def test_a_failed_sms_receipt_wakes_the_sender_for_its_fallback(
+    client: TestClient, session_factory: sessionmaker[Session], kari_fall: int, heard: Heard
+) -> None:
+    sid = "SM" + "1" * 32
+    with session_factory() as s, s.begin():  # sent, not yet delivered
+        s.execute(
+            update(Notification).where(Notification.provider_sid == sid).values(status="sent")
+        )
+    params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+
+    assert post_signed(client, STATUS, params).status_code == 204
+    assert post_signed(client, STATUS, params).status_code == 204  # again: nothing changes
+
+    with session_factory() as s:
+        note = s.scalars(select(Notification).where(Notification.provider_sid == sid)).one()
+        assert note.status == "undelivered"
+    assert heard.outbox == 1 and heard.alarms == []
 
 
 def test_a_status_callback_for_an_unknown_sid_is_answered_204(

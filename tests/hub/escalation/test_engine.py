@@ -209,9 +209,10 @@ def test_taking_the_alarm_stops_the_escalation_and_tells_the_others(
 def test_a_change_that_takes_nothing_costs_no_write_and_a_taken_alarm_is_stopped(
     session_factory: sessionmaker[Session],
 ) -> None:
-    """``on_alarm_changed`` runs after every delivery receipt: when the alarm is still untaken it
-    decides by a read alone (a write would hold SQLite's one writer against ingest); when a
-    person took the alarm in the portal, it stops the escalation and tells the others."""
+    """``on_alarm_changed`` runs after every change a person makes (a note, a reply that takes
+    nothing): when the alarm is still untaken it decides by a read alone (a write would hold
+    SQLite's one writer against ingest); when a person took the alarm in the portal, it stops
+    the escalation and tells the others."""
     from sqlalchemy import event
 
     [kari] = seed(session_factory)

@@ -173,18 +173,28 @@ class Sender:
 
     # -- the work -------------------------------------------------------------------------------
     def drain(self) -> int:
-        """Send everything due; returns how many provider calls were made."""
+        """Send everything due; returns how many provider calls were made.
+
+        What is queued goes first: the housekeeping (requeueing what a dead sender left,
+        voice fallbacks for red SMS that did not get through) comes after it, and what it
+        queues is sent in the same drain. A fall's first SMS, woken by the commit that queued
+        it, so waits for no housekeeping reads."""
         with self._lock:
-            self._housekeeping()
-            total = 0
-            for _round in range(1000):
-                claimed = self._claim()
-                for item in claimed:
-                    self._send(item)
-                total += len(claimed)
-                if len(claimed) < CLAIM_BATCH:
-                    break
+            total = self._send_due()
+            if self._housekeeping():
+                total += self._send_due()
             return total
+
+    def _send_due(self) -> int:
+        total = 0
+        for _round in range(1000):
+            claimed = self._claim()
+            for item in claimed:
+                self._send(item)
+            total += len(claimed)
+            if len(claimed) < CLAIM_BATCH:
+                break
+        return total
 
     def _claim(self) -> list[_Claimed]:
         now = self._clock.now()
@@ -292,8 +302,10 @@ class Sender:
                 )
             )
 
-    def _housekeeping(self) -> None:
-        """Requeue rows a dead process left in 'sending'; voice fallback for slow red SMS."""
+    def _housekeeping(self) -> bool:
+        """Requeue rows a dead process left in 'sending'; voice fallback for slow red SMS.
+        Returns whether it queued anything."""
+        queued = False
         now = self._clock.now()
         with self._session_factory() as session, session.begin():
             stuck = session.scalars(
@@ -303,6 +315,7 @@ class Sender:
                 )
             ).all()
             for row in stuck:
+                queued = True
                 row.status = "queued"
                 row.next_attempt_at = now
                 row.updated_at = now
@@ -335,9 +348,11 @@ class Sender:
                 .limit(100)
             ).all()
             for row in slow:
-                self.maybe_fallback(
+                call = self.maybe_fallback(
                     session, row, now, reason="SMS not delivered (" + row.status + ")"
                 )
+                queued = queued or call is not None
+        return queued
 
     def maybe_fallback(
         self, session: Session, sms: Notification, now: datetime, *, reason: str

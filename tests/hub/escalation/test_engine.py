@@ -306,6 +306,40 @@ def test_a_sender_that_died_mid_send_is_covered_by_the_next_one(
     assert provider.sent == [("sms", "+4791000002", provider.sent[0][2])]
 
 
+def test_a_queued_sms_goes_out_before_the_housekeeping_and_both_in_one_drain(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The sender sends what is queued first (a fall's first SMS waits for no housekeeping
+    reads); what the housekeeping then requeues goes out in the same drain."""
+    kari, anna = seed(session_factory, residents=2)
+    clock = FakeClock(T0)
+    stuck_id = open_alarm(session_factory, kari, clock.now())
+    with session_factory() as s, s.begin():  # a sender claimed it, then its process died
+        row = s.scalars(select(Notification).where(Notification.alarm_id == stuck_id)).one()
+        row.status = "sending"
+        row.updated_at = clock.now()
+    clock.advance(timedelta(minutes=3))
+    open_alarm(session_factory, anna, clock.now())  # its informed relative's SMS: queued now
+    seen_stuck: list[str | None] = []  # the dead sender's row, as each SMS goes out
+
+    class Watching(RecordingProvider):
+        def send_sms(self, *, to: str, body: str, status_callback: str) -> str:
+            with session_factory() as s:
+                seen_stuck.append(s.get_one(Notification, stuck.id).last_error)
+            return super().send_sms(to=to, body=body, status_callback=status_callback)
+
+    with session_factory() as s:
+        stuck = s.scalars(select(Notification).where(Notification.alarm_id == stuck_id)).one()
+    provider = Watching()
+    sender = Sender(session_factory, clock, provider, public_base_url="http://hub")
+    assert sender.drain() == 2
+    # first the queued SMS, the dead sender's row not yet touched; then that row, requeued
+    assert seen_stuck[0] is None
+    assert seen_stuck[1] is not None and seen_stuck[1].startswith("requeued")
+    with session_factory() as s:
+        assert s.get_one(Notification, stuck.id).status == "sent"
+
+
 @pytest.mark.postgres
 def test_two_hubs_on_one_postgresql_fire_every_step_exactly_once(pg_url: str) -> None:
     engines = [make_engine(pg_url), make_engine(pg_url)]

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
+from hub.storage.bulk import one_of
 from hub.storage.models import Alarm, AlarmStatus, Home, Resident, RuleState
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ OPEN_STATUSES = (
 _SEVERITY_ORDER = case({"red": 0, "yellow": 1, "green": 2}, value=Alarm.severity, else_=3)
 
 Publish = Callable[[str, bytes], None]
+_CHUNK = 500  # homes per pair of reads
 # Kept in a resident's rule state by hub.rules.service while a pre-alarm is pending.
 PREALARM_KEY = "_prealarm"
 
@@ -40,23 +42,52 @@ def feedback_topic(prefix: str, home_id: str) -> str:
 
 def home_feedback(session: Session, home_id: str, now: datetime) -> dict[str, Any]:
     """The feedback document for one home, from the database."""
-    alarm = session.scalars(
-        select(Alarm)
-        .where(Alarm.home_id == home_id, Alarm.status.in_(OPEN_STATUSES))
-        .order_by(_SEVERITY_ORDER, Alarm.opened_at)
-        .limit(1)
-    ).first()
-    prealarm: dict[str, Any] | None = None
-    states = session.scalars(
-        select(RuleState.state)
-        .join(Resident, Resident.id == RuleState.resident_id)
-        .where(Resident.home_id == home_id)
-    ).all()
-    for state in states:
-        pending = state.get(PREALARM_KEY) if isinstance(state, dict) else None
-        if isinstance(pending, dict) and pending.get("fires_at"):
-            prealarm = {"type": pending.get("type"), "fires_at": pending["fires_at"]}
-            break
+    return homes_feedback(session, [home_id], now)[home_id]
+
+
+def homes_feedback(
+    session: Session, home_ids: Iterable[str], now: datetime
+) -> dict[str, dict[str, Any]]:
+    """The feedback documents of these homes, by home id: two reads per ``_CHUNK`` homes (a
+    batch of ingest changes dozens of homes at once; one read per home each cost a round trip).
+    A home's alarm is its open alarm of the highest severity, the oldest first among equals; its
+    pre-alarm, the first pending one among its residents (by resident id)."""
+    ids = sorted(set(home_ids))
+    docs: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        alarms: dict[str, Any] = {}
+        for row in session.execute(
+            select(
+                Alarm.home_id,
+                Alarm.id,
+                Alarm.type,
+                Alarm.severity,
+                Alarm.status,
+                Alarm.opened_at,
+            )
+            .where(one_of(session, Alarm.home_id, chunk), Alarm.status.in_(OPEN_STATUSES))
+            .order_by(Alarm.home_id, _SEVERITY_ORDER, Alarm.opened_at, Alarm.id)
+        ):
+            alarms.setdefault(row.home_id, row)
+        prealarms: dict[str, dict[str, Any]] = {}
+        for home_id, state in session.execute(
+            select(Resident.home_id, RuleState.state)
+            .join(Resident, Resident.id == RuleState.resident_id)
+            .where(one_of(session, Resident.home_id, chunk))
+            .order_by(Resident.home_id, RuleState.resident_id)
+        ):
+            pending = state.get(PREALARM_KEY) if isinstance(state, dict) else None
+            if home_id not in prealarms and isinstance(pending, dict) and pending.get("fires_at"):
+                prealarms[home_id] = {"type": pending.get("type"), "fires_at": pending["fires_at"]}
+        for home_id in chunk:
+            docs[home_id] = _document(home_id, alarms.get(home_id), prealarms.get(home_id), now)
+    return docs
+
+
+def _document(
+    home_id: str, alarm: Any, prealarm: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "home_id": home_id,
         "state": "alarm" if alarm else ("prealarm" if prealarm else "ok"),
@@ -84,8 +115,7 @@ class FeedbackPublisher:
         self._prefix = topic_prefix
 
     def publish_homes(self, session: Session, home_ids: Iterable[str], now: datetime) -> None:
-        for home_id in sorted(set(home_ids)):
-            doc = home_feedback(session, home_id, now)
+        for home_id, doc in homes_feedback(session, home_ids, now).items():
             try:
                 self._publish(
                     feedback_topic(self._prefix, home_id), json.dumps(doc).encode("utf-8")

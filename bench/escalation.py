@@ -34,7 +34,6 @@ from hub.config import (
     PortalSettings,
     SecuritySettings,
     Settings,
-    TwilioSettings,
 )
 from hub.escalation import engine as engine_module
 from hub.escalation.engine import ACTIVE, start_escalation
@@ -170,20 +169,15 @@ def measure_fall_sms(
     callbacks), the simulator in its own process, a load of door/motion events and spread
     falls."""
     migrate.upgrade(db_url)
-    sim_port, portal_port = free_port(), free_port()
+    portal_port = free_port()
     portal_url = f"http://127.0.0.1:{portal_port}"
-    log = SimulatorProcess(
-        sim_port,
-        account_sid=SID,
-        auth_token=TOKEN,
-        inbound_sms_url=f"{portal_url}/api/v1/twilio/sms",
-    )
-    log.start()
+    sim = SimulatorProcess(account_sid=SID, auth_token=TOKEN, portal_url=portal_url)
+    sim.start()
     settings = Settings(
         mqtt=MqttSettings(host=broker.host, port=broker.port, client_id=f"bench-esc-{label}"),
         database=DatabaseSettings(url=db_url),
         portal=PortalSettings(port=portal_port, public_base_url=portal_url),
-        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=log.url),
+        twilio=sim.twilio_settings(),
         security=SECURITY,
     )
     stamp = _CommitStamp()  # background load: send → commit, to show whether the hub keeps up
@@ -208,15 +202,15 @@ def measure_fall_sms(
         wait_for(stamp.done, count, 120)
         deadline = CLOCK.monotonic() + 60
         pause = threading.Event()
-        while len(_first_sms(log)) < falls and CLOCK.monotonic() < deadline:
+        while len(_first_sms(sim)) < falls and CLOCK.monotonic() < deadline:
             pause.wait(0.05)
     finally:
-        log.stop()  # first: no status callback then goes to a portal that is already gone
+        sim.stop()  # first: no status callback then goes to a portal that is already gone
         portal_stop.set()
         portal.join(WAIT_S)
         runtime.stop()
     sent: dict[str, float] = json.loads(out.read_text())
-    first = _first_sms(log)
+    first = _first_sms(sim)
     fall_ms, alarm_ms, to_sms_ms = [], [], []
     for k in range(falls):
         key = f"{fall_device(k)[1]}/1"
@@ -250,10 +244,10 @@ def measure_fall_sms(
     )
 
 
-def _first_sms(log: SimulatorProcess) -> dict[int, float]:
+def _first_sms(sim: SimulatorProcess) -> dict[int, float]:
     """Resident index → arrival of the first fall SMS naming that resident."""
     first: dict[int, float] = {}
-    for at, to, body in list(log.arrivals):
+    for at, to, body in list(sim.arrivals):
         match = FALL_SMS.search(body)
         if to == NURSE_PHONE and match:
             first.setdefault(int(match.group(1)), at)

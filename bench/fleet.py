@@ -32,7 +32,7 @@ from hub.alarms.lifecycle import ACTIVE_STATUSES, Outcome
 from hub.alarms.service import transition
 from hub.broker import MosquittoProcess, free_port
 from hub.clock import SystemClock
-from hub.config import DatabaseSettings, MqttSettings, PortalSettings, Settings, TwilioSettings
+from hub.config import DatabaseSettings, MqttSettings, PortalSettings, Settings
 from hub.ingest.pipeline import BatchOutcome
 from hub.runtime import HubRuntime
 from hub.storage import migrate
@@ -419,20 +419,15 @@ def _hub(broker: MosquittoProcess, db_url: str, label: str) -> Iterator[tuple[Hu
     """The real hub as the escalation benchmark runs it: ingest, rules, escalation, sender, the
     portal (for the simulator's status callbacks), and the Twilio simulator in its own process."""
     migrate.upgrade(db_url)
-    sim_port, portal_port = free_port(), free_port()
+    portal_port = free_port()
     portal_url = f"http://127.0.0.1:{portal_port}"
-    log = SimulatorProcess(
-        sim_port,
-        account_sid=SID,
-        auth_token=TOKEN,
-        inbound_sms_url=f"{portal_url}/api/v1/twilio/sms",
-    )
-    log.start()
+    sim = SimulatorProcess(account_sid=SID, auth_token=TOKEN, portal_url=portal_url)
+    sim.start()
     settings = Settings(
         mqtt=MqttSettings(host=broker.host, port=broker.port, client_id=f"bench-fleet-{label}"),
         database=DatabaseSettings(url=db_url),
         portal=PortalSettings(port=portal_port, public_base_url=portal_url),
-        twilio=TwilioSettings(account_sid=SID, auth_token=TOKEN, api_base_url=log.url),
+        twilio=sim.twilio_settings(),
     )
     stamps = _Stamps()
     runtime = HubRuntime(settings, sinks=[stamps])
@@ -445,9 +440,9 @@ def _hub(broker: MosquittoProcess, db_url: str, label: str) -> Iterator[tuple[Hu
             raise RuntimeError("the hub did not connect to the broker")
         portal.start()
         _wait(lambda: _portal_up(portal_url), 10, "the portal did not start")
-        yield runtime, (stamps, log)
+        yield runtime, (stamps, sim)
     finally:
-        log.stop()
+        sim.stop()
         portal_stop.set()
         portal.join(10)
         runtime.stop()

@@ -21,7 +21,9 @@ from urllib.parse import parse_qs
 import httpx
 import uvicorn
 
+from hub.broker import free_port
 from hub.clock import SystemClock
+from hub.config import TwilioSettings
 from hub.storage.migrate import REPO_ROOT
 from simulators.twilio_sim import SimConfig, create_app
 
@@ -87,8 +89,11 @@ class ArrivalLog:
 class SimulatorProcess:
     """``python -m bench.simulator`` on a loopback port; ``arrivals`` reads its stamps."""
 
-    def __init__(self, port: int, *, account_sid: str, auth_token: str, inbound_sms_url: str):
+    def __init__(self, *, account_sid: str, auth_token: str, portal_url: str) -> None:
+        """A simulator on a free port whose inbound SMS go to the portal at ``portal_url``."""
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
+        self.account_sid, self.auth_token = account_sid, auth_token
         self._args = [
             sys.executable,
             "-m",
@@ -96,10 +101,16 @@ class SimulatorProcess:
             f"--port={port}",
             f"--account-sid={account_sid}",
             f"--auth-token={auth_token}",
-            f"--inbound-sms-url={inbound_sms_url}",
+            f"--inbound-sms-url={portal_url}/api/v1/twilio/sms",
         ]
         self._process: subprocess.Popen[bytes] | None = None
         self._final: list[tuple[float, str, str]] | None = None
+
+    def twilio_settings(self) -> TwilioSettings:
+        """The hub's Twilio settings for this simulator."""
+        return TwilioSettings(
+            account_sid=self.account_sid, auth_token=self.auth_token, api_base_url=self.url
+        )
 
     def start(self) -> None:
         self._process = subprocess.Popen(self._args, cwd=REPO_ROOT)

@@ -16,7 +16,8 @@ from bench.escalation import measure_fall_sms, measure_steps
 from bench.ingest import measure_hub
 from hub.broker import MosquittoProcess
 
-pytestmark = pytest.mark.slow
+# each measurement starts a HubRuntime, which configures the process's data keys
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restore_key_ring")]
 
 
 @pytest.mark.broker

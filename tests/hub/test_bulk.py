@@ -4,8 +4,6 @@ personal fields encrypted, times in UTC, JSON as JSON — on SQLite and PostgreS
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -15,7 +13,6 @@ from sqlalchemy import Engine, Table, event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.alarms import service as alarms
-from hub.storage import crypto
 from hub.storage.bulk import COPY_MIN_ROWS, append_rows, insert_new, one_of, reserve_ids
 from hub.storage.crypto import configure_keys, generate_key
 from hub.storage.db import make_engine, transaction
@@ -35,13 +32,8 @@ OSLO = ZoneInfo("Europe/Oslo")
 
 
 @pytest.fixture(autouse=True)
-def _keys() -> Iterator[None]:
-    saved = replace(crypto._state)
+def _keys(restore_key_ring: None) -> None:
     configure_keys([generate_key()])
-    yield
-    crypto._state.ring = saved.ring
-    crypto._state.configured = saved.configured
-    crypto._state.warned = saved.warned
 
 
 def _alarm(factory: sessionmaker[Session]) -> int:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import stat
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -66,13 +64,8 @@ ENCRYPTED = (
 
 
 @pytest.fixture(autouse=True)
-def _restore_key_ring() -> Iterator[None]:
-    """Each test configures keys for the process; put the previous state back afterwards."""
-    saved = replace(crypto._state)
-    yield
-    crypto._state.ring = saved.ring
-    crypto._state.configured = saved.configured
-    crypto._state.warned = saved.warned
+def _restore_key_ring(restore_key_ring: None) -> None:
+    """Each test configures keys for the process; the previous ring is put back afterwards."""
 
 
 def add_people(factory: sessionmaker[Session]) -> tuple[int, int]:

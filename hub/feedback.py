@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
+from hub.alarms.service import chunked
 from hub.storage.bulk import one_of
 from hub.storage.models import Alarm, AlarmStatus, Home, Resident, RuleState
 
@@ -31,7 +32,6 @@ OPEN_STATUSES = (
 _SEVERITY_ORDER = case({"red": 0, "yellow": 1, "green": 2}, value=Alarm.severity, else_=3)
 
 Publish = Callable[[str, bytes], None]
-_CHUNK = 500  # homes per pair of reads
 # Kept in a resident's rule state by hub.rules.service while a pre-alarm is pending.
 PREALARM_KEY = "_prealarm"
 
@@ -48,14 +48,12 @@ def home_feedback(session: Session, home_id: str, now: datetime) -> dict[str, An
 def homes_feedback(
     session: Session, home_ids: Iterable[str], now: datetime
 ) -> dict[str, dict[str, Any]]:
-    """The feedback documents of these homes, by home id: two reads per ``_CHUNK`` homes (a
-    batch of ingest changes dozens of homes at once; one read per home each cost a round trip).
+    """The feedback documents of these homes, by home id: two reads per ``chunked`` slice of
+    homes (an ingest batch changes dozens of homes at once; a read per home cost a round trip).
     A home's alarm is its open alarm of the highest severity, the oldest first among equals; its
     pre-alarm, the first pending one among its residents (by resident id)."""
-    ids = sorted(set(home_ids))
     docs: dict[str, dict[str, Any]] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
+    for chunk in chunked(sorted(set(home_ids))):
         alarms: dict[str, Any] = {}
         for row in session.execute(
             select(

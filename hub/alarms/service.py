@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Row, Table, func, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -41,6 +41,7 @@ _KIND_MAX_CHARS: Final = 32
 _ACTOR_MAX_CHARS: Final = 128
 _SUMMARY_MAX_CHARS: Final = 300
 _IN_CHUNK: Final = 500  # ids in one IN (...) list
+_T = TypeVar("_T")
 _TIMELINE = cast(Table, AlarmTimelineEntry.__table__)
 
 
@@ -214,7 +215,7 @@ def transition_many_locked(
     _insert_entries(session, rows)
 
 
-def chunked(ids: Sequence[int], size: int = _IN_CHUNK) -> list[Sequence[int]]:
+def chunked(ids: Sequence[_T], size: int = _IN_CHUNK) -> list[Sequence[_T]]:
     """``ids`` in slices short enough for one ``IN (...)`` list."""
     return [ids[k : k + size] for k in range(0, len(ids), size)]
 

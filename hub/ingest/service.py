@@ -216,7 +216,7 @@ class IngestService:
             picked = list(range(min(cfg.batch_max_messages, len(self._pending))))
         else:
             picked = next_batch([held.order for held in self._pending], cfg.batch_max_messages)
-        passed = picked != list(range(len(picked)))
+        passed = bool(picked) and picked[-1] != len(picked) - 1  # ascending: a gap = passed
         self._passed_in_a_row = self._passed_in_a_row + 1 if passed else 0
         batch = [self._pending[k] for k in picked]
         if len(picked) == len(self._pending):

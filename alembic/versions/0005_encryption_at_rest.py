@@ -67,7 +67,7 @@ def _index_existing_phones(table_name: str) -> None:
     rows = connection.execute(sa.select(table.c.id, table.c.phone)).all()
     for row_id, phone in rows:
         # A value someone already wrote with a prefix is not indexed here (keys rotate does it).
-        if phone is None or phone.startswith(("v0:", "v1:")):
+        if phone is None or phone.startswith(("v0:", "v1:", "v2:")):
             continue
         connection.execute(
             sa.update(table).where(table.c.id == row_id).values(phone_index=_unkeyed_index(phone))
@@ -80,7 +80,7 @@ def _refuse_encrypted_values() -> None:
         column = sa.column(column_name, sa.Text)
         count = connection.execute(
             sa.select(sa.func.count()).select_from(sa.table(table_name, column))
-            .where(column.like("v1:%"))
+            .where(sa.or_(column.like("v1:%"), column.like("v2:%")))
         ).scalar_one()
         if count:
             raise RuntimeError(

@@ -40,7 +40,7 @@ def _refuse_encrypted_values() -> None:
         column = sa.column(column_name, sa.Text)
         count = connection.execute(
             sa.select(sa.func.count()).select_from(sa.table(table_name, column))
-            .where(column.like("v1:%"))
+            .where(sa.or_(column.like("v1:%"), column.like("v2:%")))
         ).scalar_one()
         if count:
             raise RuntimeError(

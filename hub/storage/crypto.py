@@ -1,4 +1,5 @@
-"""Personal fields encrypted at rest (Fernet/MultiFernet), phone blind indexes, key rotation."""
+"""Personal fields encrypted at rest (AES-256-GCM; older Fernet values still read), phone blind
+indexes, key rotation."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import (
     JSON,
@@ -36,10 +39,21 @@ from sqlalchemy.types import TypeDecorator
 
 logger = logging.getLogger(__name__)
 
-# Stored forms: "v1:<Fernet token>" (encrypted), "v0:<clear text>" (no data key was configured).
-# A value with neither prefix was written before migration 0005 and is read as clear text.
-PREFIX_ENCRYPTED: Final = "v1:"
+# Stored forms (docs/decisions/0020-data-fields-under-aes-gcm.md):
+# "v2:<url-safe base64 of key id (4) | nonce (12) | AES-256-GCM ciphertext and tag>" is written;
+# "v1:<Fernet token>" was written until 2026-11-25 and is still read (the append-only timeline
+# keeps such values for good); "v0:<clear text>" is written when no data key is configured.
+# A value with no prefix was written before migration 0005 and is read as clear text.
+PREFIX_ENCRYPTED: Final = "v2:"
+PREFIX_FERNET: Final = "v1:"
 PREFIX_CLEAR: Final = "v0:"
+ENCRYPTED_PREFIXES: Final = (PREFIX_ENCRYPTED, PREFIX_FERNET)
+# HKDF "info" for the AES-256-GCM key (32 bytes) and its key id (4 bytes) derived from a data key.
+AEAD_KEY_INFO: Final = b"carehub/data-aead/v1"
+_KEY_ID_BYTES: Final = 4
+_NONCE_BYTES: Final = 12
+_TAG_BYTES: Final = 16
+_UNOPENED: Final = "InvalidToken: not encrypted with any configured data key, or altered"
 # HKDF "info" for the phone blind-index key derived from each data key.
 INDEX_KEY_INFO: Final = b"carehub/phone-index/v1"
 # The blind-index key used when no data key is configured (and by migration 0005 for existing
@@ -66,11 +80,19 @@ class EncryptedColumnError(TypeError):
 
 @dataclass(frozen=True)
 class KeyRing:
-    """The configured data keys: the first encrypts, all decrypt; and their blind-index keys."""
+    """The configured data keys: the first encrypts, all decrypt; and their blind-index keys.
+
+    Each data key (a Fernet key, as configured) gives an AES-256-GCM key and a 4-byte key id,
+    both derived with HKDF; a ``v2:`` value names the key that opens it by that id. The Fernet
+    form of the keys still opens ``v1:`` values."""
 
     keys: tuple[str, ...] = ()
     fernet: MultiFernet | None = None
-    primary: Fernet | None = None
+    # key id → AES-GCM cipher, for every configured key
+    aead: dict[bytes, AESGCM] = field(default_factory=dict)
+    # the id and cipher of the first key: the one that encrypts
+    primary_id: bytes | None = None
+    primary: AESGCM | None = None
     # One HMAC key per data key, newest first.
     index_keys: tuple[bytes, ...] = ()
 
@@ -83,6 +105,9 @@ class KeyRing:
         """Build a ring; raises ``ValueError`` naming the position of a malformed key."""
         fernets: list[Fernet] = []
         index_keys: list[bytes] = []
+        aead: dict[bytes, AESGCM] = {}
+        ids: list[bytes] = []
+        seen: dict[bytes, str] = {}
         for position, key in enumerate(keys, start=1):
             try:
                 fernets.append(Fernet(key))
@@ -93,9 +118,32 @@ class KeyRing:
                     "(32 url-safe base64-encoded bytes; make one with `carehub keys generate`)"
                 ) from exc
             index_keys.append(_derive_index_key(raw))
+            key_id, aead_key = _derive_aead_key(raw)
+            if seen.setdefault(key_id, key) != key:
+                # two different keys with the same 4-byte id (one chance in 2**32): refuse
+                raise ValueError(
+                    f"security.data_keys[{position}] has the same key id as an earlier key; "
+                    "make another one with `carehub keys generate`"
+                )
+            aead.setdefault(key_id, AESGCM(aead_key))
+            ids.append(key_id)
         if not fernets:
             return cls()
-        return cls(tuple(keys), MultiFernet(fernets), fernets[0], tuple(index_keys))
+        return cls(
+            keys=tuple(keys),
+            fernet=MultiFernet(fernets),
+            aead=aead,
+            primary_id=ids[0],
+            primary=aead[ids[0]],
+            index_keys=tuple(index_keys),
+        )
+
+
+def _derive_aead_key(raw_data_key: bytes) -> tuple[bytes, bytes]:
+    """(key id, AES-256-GCM key) of a data key."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32 + _KEY_ID_BYTES, salt=None, info=AEAD_KEY_INFO)
+    derived = hkdf.derive(raw_data_key)
+    return derived[32:], derived[:32]
 
 
 def _derive_index_key(raw_data_key: bytes) -> bytes:
@@ -164,57 +212,83 @@ def load_or_create_demo_keys(path: Path) -> list[str]:
 
 
 def encrypt_value(value: str, ring: KeyRing | None = None) -> str:
-    """The stored form of ``value``: ``v1:<token>`` with the ring's first key, else ``v0:value``.
+    """The stored form of ``value``: ``v2:…`` under the ring's first key, else ``v0:value``.
+
+    A fresh 96-bit random nonce per value: AES-GCM stays safe for 2**32 values per key, far
+    more than a hub writes before its keys are rotated (docs/privacy.md).
 
     The empty string is stored as ``v0:`` with or without keys: there is nothing to hide (a
     token's length would tell it anyway), and an outbox row without text costs no encryption."""
     if value == "":
         return PREFIX_CLEAR
     ring = ring or _state.ring
-    if ring.primary is None:
+    primary = ring.primary
+    if primary is None or ring.primary_id is None:
         if not _state.configured and not _state.warned:
             _state.warned = True
             logger.warning(NO_KEYS_WARNING)
         return PREFIX_CLEAR + value
-    return PREFIX_ENCRYPTED + ring.primary.encrypt(value.encode("utf-8")).decode("ascii")
+    nonce = os.urandom(_NONCE_BYTES)
+    sealed = primary.encrypt(nonce, value.encode("utf-8"), None)
+    return PREFIX_ENCRYPTED + base64.urlsafe_b64encode(ring.primary_id + nonce + sealed).decode(
+        "ascii"
+    )
+
+
+def _open(stored: str, field_name: str, ring: KeyRing) -> tuple[bytes, str]:
+    """(key id, clear text) of a ``v2:`` value; ``DecryptionError`` when no key opens it."""
+    if not ring.aead:
+        raise DecryptionError(field_name, "it is encrypted but no data keys are configured")
+    try:
+        raw = base64.urlsafe_b64decode(stored[len(PREFIX_ENCRYPTED) :])
+    except ValueError as exc:
+        raise DecryptionError(field_name, _UNOPENED) from exc
+    key_id = raw[:_KEY_ID_BYTES]
+    cipher = ring.aead.get(key_id)
+    if cipher is None or len(raw) < _KEY_ID_BYTES + _NONCE_BYTES + _TAG_BYTES:
+        raise DecryptionError(field_name, _UNOPENED)
+    nonce_end = _KEY_ID_BYTES + _NONCE_BYTES
+    try:
+        clear = cipher.decrypt(raw[_KEY_ID_BYTES:nonce_end], raw[nonce_end:], None)
+        return key_id, clear.decode("utf-8")
+    except (InvalidTag, UnicodeError) as exc:
+        raise DecryptionError(field_name, _UNOPENED) from exc
 
 
 def decrypt_value(stored: str, field_name: str = "value", ring: KeyRing | None = None) -> str:
-    """The clear text of a stored value (``v1:``, ``v0:`` or a legacy value with no prefix)."""
+    """The clear text of a stored value (``v2:``, ``v1:``, ``v0:`` or a legacy value with no
+    prefix)."""
     if stored.startswith(PREFIX_ENCRYPTED):
+        return _open(stored, field_name, ring or _state.ring)[1]
+    if stored.startswith(PREFIX_FERNET):
         ring = ring or _state.ring
         if ring.fernet is None:
             raise DecryptionError(field_name, "it is encrypted but no data keys are configured")
         try:
-            return ring.fernet.decrypt(stored[len(PREFIX_ENCRYPTED) :].encode("ascii")).decode(
-                "utf-8"
-            )
+            return ring.fernet.decrypt(stored[len(PREFIX_FERNET) :].encode("ascii")).decode("utf-8")
         except (InvalidToken, UnicodeError) as exc:
-            raise DecryptionError(
-                field_name,
-                "InvalidToken: not encrypted with any configured data key, or altered",
-            ) from exc
+            raise DecryptionError(field_name, _UNOPENED) from exc
     if stored.startswith(PREFIX_CLEAR):
         return stored[len(PREFIX_CLEAR) :]
     return stored
 
 
 def is_current(stored: str, ring: KeyRing) -> bool:
-    """Whether ``stored`` is already in the form the ring writes (encrypted with its first key;
-    the empty string is always ``v0:``)."""
+    """Whether ``stored`` is already in the form the ring writes (``v2:`` under its first key;
+    the empty string is always ``v0:``). A ``v1:`` (Fernet) value never is."""
     if ring.primary is None or stored == PREFIX_CLEAR:
         return stored.startswith(PREFIX_CLEAR)
     if not stored.startswith(PREFIX_ENCRYPTED):
         return False
     try:
-        ring.primary.decrypt(stored[len(PREFIX_ENCRYPTED) :].encode("ascii"))
-    except InvalidToken:
+        key_id, _clear = _open(stored, "value", ring)
+    except DecryptionError:
         return False
-    return True
+    return key_id == ring.primary_id
 
 
 class EncryptedString(TypeDecorator[str]):
-    """A personal text field, stored as ``v1:<Fernet token>`` (Text) and read back as clear text.
+    """A personal text field, stored as ``v2:<AES-GCM token>`` (Text) and read back as clear text.
 
     ``field_name`` ("table.column") names the column in decryption errors. SQL comparisons and
     ordering on the column are refused: compare in Python, or use a blind index.
@@ -263,7 +337,7 @@ class EncryptedString(TypeDecorator[str]):
 
 class JSONWithPrivateText(TypeDecorator[dict[str, Any]]):
     """A JSON object some of whose top-level string values are personal (a nurse's note, an SMS
-    reply and its number, a person's name): those are stored encrypted (``v1:…``) inside the
+    reply and its number, a person's name): those are stored encrypted (``v2:…``) inside the
     JSON, the rest stays plain, so the structure remains readable.
 
     For the append-only alarm timeline: its rows can never be rewritten, so ``carehub keys

@@ -407,8 +407,8 @@ def test_the_totp_secret_and_the_display_name_are_stored_encrypted(
             ).one()
             nurse = session.scalars(select(StaffUser).where(StaffUser.username == "nurse")).one()
             assert (nurse.totp_secret, nurse.display_name) == (secret, "Nina Sykepleier")
-        assert stored_secret.startswith("v1:") and secret not in stored_secret
-        assert stored_name.startswith("v1:") and "Nina" not in stored_name
+        assert stored_secret.startswith("v2:") and secret not in stored_secret
+        assert stored_name.startswith("v2:") and "Nina" not in stored_name
     finally:
         crypto._state.ring = saved.ring
         crypto._state.configured = saved.configured
@@ -468,7 +468,7 @@ def test_a_secret_from_before_0007_still_signs_in_and_keys_rotate_encrypts_it(
             stored = connection.execute(
                 text("SELECT display_name, totp_secret FROM staff_users WHERE id = 1")
             ).one()
-        assert all(value.startswith("v1:") for value in stored)
+        assert all(value.startswith("v2:") for value in stored)
         assert secret not in stored[1] and "Nina" not in stored[0]
         with factory() as session:
             nina = session.get_one(StaffUser, 1)

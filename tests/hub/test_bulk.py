@@ -152,9 +152,9 @@ def test_appended_rows_read_back_exactly_as_inserted_ones_and_stay_encrypted(
         if number is None:  # a portal row: no number, no text
             assert body == "v0:"
         else:
-            assert number.startswith("v1:") and body.startswith("v1:") and "Kari" not in body
+            assert number.startswith("v2:") and body.startswith("v2:") and "Kari" not in body
     for detail in stored:
-        assert detail["note"].startswith("v1:") and detail["by"] == "nina"
+        assert detail["note"].startswith("v2:") and detail["by"] == "nina"
         assert detail["step"] is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import stat
@@ -9,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,6 +47,13 @@ from tests.factories import T0, add_home
 from tests.fixtures.databases import MakePgDatabase
 
 runner = CliRunner()
+
+
+def only(key: str) -> crypto.KeyRing:
+    """A ring of this one key (not the process's)."""
+    return crypto.KeyRing.from_keys([key])
+
+
 KEY_A = generate_key()
 KEY_B = generate_key()
 PHONE = "+47 91 00 00 01"
@@ -154,7 +163,7 @@ def test_personal_fields_are_stored_encrypted_and_read_back_in_clear(
     raw = raw_values(engine)
     assert set(raw) == {f"{t}.{c}" for t, c in ENCRYPTED}
     for name, value in raw.items():
-        assert value.startswith("v1:"), name
+        assert value.startswith("v2:"), name
     joined = " ".join(raw.values())
     for clear in (
         "Storgata",
@@ -168,7 +177,7 @@ def test_personal_fields_are_stored_encrypted_and_read_back_in_clear(
         "JBSWY3DP",
     ):
         assert clear not in joined
-    assert Fernet(KEY_A).decrypt(raw["relatives.name"][3:].encode()) == b"Ola Nordmann"
+    assert crypto.decrypt_value(raw["relatives.name"], ring=only(KEY_A)) == "Ola Nordmann"
 
     with session_factory() as session:
         resident = session.scalars(select(Resident)).one()
@@ -197,7 +206,7 @@ def test_personal_fields_are_stored_encrypted_and_read_back_in_clear(
             text("SELECT detail FROM alarm_timeline WHERE kind = 'note'")
         ).scalar_one()
     stored_json = stored if isinstance(stored, dict) else json.loads(stored)
-    assert stored_json["note"].startswith("v1:") and stored_json["by"] == "nina"
+    assert stored_json["note"].startswith("v2:") and stored_json["by"] == "nina"
     assert "Per Nordmann" not in json.dumps(stored_json)
 
 
@@ -236,7 +245,7 @@ def test_the_empty_string_is_stored_as_empty_and_counts_as_current() -> None:
     assert crypto.encrypt_value("") == "v0:"
     assert crypto.decrypt_value("v0:") == ""
     assert crypto.is_current("v0:", ring)
-    assert crypto.encrypt_value("x").startswith("v1:")
+    assert crypto.encrypt_value("x").startswith("v2:")
 
 
 def test_a_tampered_ciphertext_is_a_clear_error_naming_the_column(
@@ -253,8 +262,62 @@ def test_a_tampered_ciphertext_is_a_clear_error_naming_the_column(
     with session_factory() as session, pytest.raises(DecryptionError) as caught:
         session.scalars(select(Relative)).one()
     assert "relatives.name" in str(caught.value)
-    assert "InvalidToken" in str(caught.value)
+    assert "not encrypted with any configured data key, or altered" in str(caught.value)
+    assert isinstance(caught.value.__cause__, InvalidTag)
+
+
+def test_each_value_gets_its_own_nonce() -> None:
+    """The same text twice gives two different stored values (a fresh random nonce each), and
+    both open."""
+    ring = only(KEY_A)
+    first, second = (crypto.encrypt_value("Kari N.", ring) for _ in range(2))
+    assert first != second
+    raw = [base64.urlsafe_b64decode(v[3:]) for v in (first, second)]
+    assert raw[0][:4] == raw[1][:4]  # the same key id
+    assert raw[0][4:16] != raw[1][4:16]  # another nonce
+    assert {crypto.decrypt_value(v, ring=ring) for v in (first, second)} == {"Kari N."}
+
+
+@pytest.mark.parametrize(
+    "stored", ["v2:", "v2:not base64!", "v2:AAAA", "v2:" + "A" * 40, "v2:" + "A" * 41]
+)
+def test_a_malformed_or_cut_short_value_is_a_clear_error(stored: str) -> None:
+    with pytest.raises(DecryptionError, match=r"residents\.label.*or altered"):
+        crypto.decrypt_value(stored, "residents.label", only(KEY_A))
+    assert not crypto.is_current(stored, only(KEY_A))
+
+
+def test_fernet_values_from_before_aes_gcm_are_read_and_rotated_to_it(
+    db_url: str,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Until 2026-11-25 values were written as ``v1:<Fernet token>``; they stay readable under
+    the same configured key (the append-only timeline keeps them for good), an altered one is
+    refused, and ``keys rotate`` rewrites the others as ``v2:``."""
+    configure_keys([KEY_A])
+    add_people(session_factory)
+    legacy = "v1:" + Fernet(KEY_A).encrypt(b"Ola Fernet").decode()
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE relatives SET name = :v"), {"v": legacy})
+    with session_factory() as session:
+        assert session.scalars(select(Relative.name)).one() == "Ola Fernet"
+    assert not crypto.is_current(legacy, crypto.key_ring())
+    altered = legacy[:40] + ("A" if legacy[40] != "A" else "B") + legacy[41:]
+    with pytest.raises(DecryptionError, match="or altered") as caught:
+        crypto.decrypt_value(altered, "relatives.name")
     assert isinstance(caught.value.__cause__, InvalidToken)
+
+    monkeypatch.setenv("CAREHUB_DATABASE__URL", db_url)
+    monkeypatch.setenv("CAREHUB_SECURITY__DATA_KEYS", json.dumps([KEY_A]))
+    result = runner.invoke(app, ["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert "Re-encrypted 1 rows" in result.output
+    stored = raw_values(engine)["relatives.name"]
+    assert stored.startswith("v2:") and crypto.is_current(stored, only(KEY_A))
+    with session_factory() as session:
+        assert session.scalars(select(Relative.name)).one() == "Ola Fernet"
 
 
 def test_a_value_under_an_unknown_key_is_refused_not_returned_as_garbage(
@@ -285,12 +348,13 @@ def test_rotate_reencrypts_everything_under_the_new_key_and_is_idempotent(
     assert "Re-encrypted 4 rows and rebuilt 2 phone indexes" in result.output
 
     after = raw_values(engine)
-    only_b = Fernet(KEY_B)
     for name, value in after.items():
         assert value != before[name]
-        assert value.startswith("v1:")
-        only_b.decrypt(value[3:].encode())  # no InvalidToken: B alone reads it
-    assert only_b.decrypt(after["relatives.phone"][3:].encode()).decode() == PHONE
+        assert value.startswith("v2:")
+        crypto.decrypt_value(value, name, only(KEY_B))  # no DecryptionError: B alone reads it
+        with pytest.raises(DecryptionError):
+            crypto.decrypt_value(value, name, only(KEY_A))
+    assert crypto.decrypt_value(after["relatives.phone"], ring=only(KEY_B)) == PHONE
 
     again = runner.invoke(app, ["keys", "rotate"])
     assert again.exit_code == 0, again.output
@@ -442,7 +506,7 @@ def test_rows_from_before_0005_stay_readable_findable_and_rotate_to_encrypted(
         monkeypatch.setenv("CAREHUB_SECURITY__DATA_KEYS", json.dumps([KEY_A]))
         result = runner.invoke(app, ["keys", "rotate"])
         assert result.exit_code == 0, result.output
-        assert all(v.startswith("v1:") for v in raw_values(engine).values())
+        assert all(v.startswith("v2:") for v in raw_values(engine).values())
         with factory() as session:
             assert find_person(session, "91000001") is not None
             assert session.scalars(select(Relative.phone_index)).one() == phone_index(PHONE)

@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import statistics
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,23 @@ def _reachable(url: str, console: Console) -> bool:
         engine.dispose()
 
 
+def python_loop_ms() -> float:
+    """A yardstick of this machine's one-core Python speed, to compare runs made on different
+    machines: the best of five timings of ``sum(range(1_000_000))``, in ms (lower is faster).
+    Machines of our kind have shown 15.6 ms (docs/benchmarks.md, "Machine")."""
+    timer = timeit.Timer("sum(range(1_000_000))")
+    return min(timer.repeat(repeat=5, number=4)) / 4 * 1000
+
+
 def _write(name: str, payload: dict[str, Any], console: Console) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = SystemClock().now().strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{name}-{stamp}.json"
-    machine = {"machine": platform.platform(), "cpus": os.cpu_count()}
+    machine = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python_loop_ms": round(python_loop_ms(), 2),
+    }
     out.write_text(json.dumps({**machine, **payload}, indent=2))
     console.print(f"written {out}")
 
@@ -389,6 +402,10 @@ def main() -> None:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     if pg is not None and not _reachable(pg, console):
         pg = None
+    console.print(
+        f"machine: {os.cpu_count()} CPUs, Python yardstick {python_loop_ms():.1f} ms "
+        "(sum(range(1_000_000)), lower is faster; results files record it too)"
+    )
     if args.suite in ("ingest", "all"):
         _ingest(args, pg, console)
     if args.suite in ("rules", "all"):

@@ -75,20 +75,30 @@
 
   // Do not swap the board away under a nurse who is choosing an outcome or writing a note;
   // the next event or the 10 s poll refreshes it once she is done.
-  document.addEventListener("htmx:beforeRequest", function (evt) {
-    var board = document.getElementById("board");
-    if (!board || evt.detail.elt !== board) { return; }
+  function busy(board) {
     var active = document.activeElement;
-    if (board.querySelector("details.resolve[open]") || (active && active !== board && board.contains(active) && /^(SELECT|TEXTAREA|INPUT)$/.test(active.tagName))) {
-      evt.preventDefault();
-    }
+    return Boolean(board.querySelector("details.resolve[open]") || (active && active !== board && board.contains(active) && /^(SELECT|TEXTAREA|INPUT)$/.test(active.tagName)));
+  }
+  // The board's own refresh (not a form on it that targets it): ``source`` is the element whose
+  // request it is (htmx names the swap's target, not the requester, in a swap event's ``elt``).
+  function ownRefresh(source) {
+    var board = document.getElementById("board");
+    return board && source === board ? board : null;
+  }
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var board = ownRefresh(evt.detail.elt);
+    if (board && busy(board)) { evt.preventDefault(); }
   });
 
-  // A refused transition (409) carries the board with the reason: show it.
   document.addEventListener("htmx:beforeSwap", function (evt) {
+    // A refused transition (409) carries the board with the reason: show it.
     if (evt.detail.xhr && evt.detail.xhr.status === 409) {
       evt.detail.shouldSwap = true;
       evt.detail.isError = false;
+      return;
     }
+    // A refresh already on its way when she opened the form must not close it either.
+    var board = ownRefresh(evt.detail.requestConfig && evt.detail.requestConfig.elt);
+    if (board && busy(board)) { evt.detail.shouldSwap = false; }
   });
 })();

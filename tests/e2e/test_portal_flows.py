@@ -9,6 +9,7 @@ on-site and resolves it, and the alarm's timeline shows each step; a coordinator
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from playwright.sync_api import (
     Browser,
     BrowserContext,
     Page,
+    Route,
     ViewportSize,
     expect,
     sync_playwright,
@@ -249,6 +251,56 @@ def test_a_nurse_takes_a_fall_from_her_board_and_the_timeline_shows_each_step(
     expect(page.get_by_test_id("no-open-alarms")).to_be_visible()
     page.screenshot(path=ARTIFACTS / "board-1280x800.png", full_page=True)
     h.expect_nothing_more()
+
+
+def test_a_refresh_already_under_way_does_not_close_the_resolve_form_she_opened(
+    harness: Make, context: BrowserContext
+) -> None:
+    """The board refreshes itself on every alarm event and every 10 s, but not while a nurse has
+    "Avslutt …" open. A refresh already on its way when she opened it must not be swapped in
+    either: it closed her form once, between her on-site click and her choice of outcome."""
+    h = harness(require_totp=False)
+    h.set_password("nina")
+    page = context.new_page()
+    sign_in_with_form(page, h.url, "nina", at=h.clock.now())
+    page.goto(h.url + "/board")
+    h.fall()
+    h.expect_sms(NINA, "Fall")
+    card = page.locator(f"#board-alarm-{h.alarm().id}")
+    expect(card).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route("**/partials/board*", hold)
+    page.evaluate(
+        """() => {
+            window.__boardAnswered = false;
+            document.addEventListener('htmx:afterRequest', (e) => {
+                if (e.detail.elt.id === 'board') { window.__boardAnswered = true; }
+            });
+            htmx.trigger('#board', 'sse:alarms');  // as the hub's next alarm event would
+        }"""
+    )
+    deadline = time.monotonic() + STEP_TIMEOUT_MS / 1000
+    while not held:
+        assert time.monotonic() < deadline, "the board did not ask for a refresh"
+        page.wait_for_timeout(20)
+
+    card.get_by_text("Avslutt …").click()
+    resolve = card.locator("details.resolve")
+    expect(resolve).to_have_attribute("open", "")
+    resolve.evaluate("element => { element.dataset.probe = 'hers'; }")
+    held[0].continue_()  # the refresh's answer arrives now, with her form open
+    page.wait_for_function("window.__boardAnswered === true")
+    expect(resolve).to_have_attribute("data-probe", "hers")  # the same form, still open
+    expect(resolve).to_have_attribute("open", "")
+    page.unroute("**/partials/board*")
+    outcome = card.get_by_label("Utfall")
+    outcome.select_option(index=1)  # her form still works: the first outcome offered
+    expect(outcome).not_to_have_value("")
 
 
 def test_a_coordinator_adds_a_shift_and_on_duty_now_changes(

@@ -47,13 +47,12 @@ logger = logging.getLogger(__name__)
 PREFIX_ENCRYPTED: Final = "v2:"
 PREFIX_FERNET: Final = "v1:"
 PREFIX_CLEAR: Final = "v0:"
-ENCRYPTED_PREFIXES: Final = (PREFIX_ENCRYPTED, PREFIX_FERNET)
 # HKDF "info" for the AES-256-GCM key (32 bytes) and its key id (4 bytes) derived from a data key.
 AEAD_KEY_INFO: Final = b"carehub/data-aead/v1"
 _KEY_ID_BYTES: Final = 4
 _NONCE_BYTES: Final = 12
 _TAG_BYTES: Final = 16
-_UNOPENED: Final = "InvalidToken: not encrypted with any configured data key, or altered"
+_UNOPENED: Final = "not encrypted with any configured data key, or altered"
 # HKDF "info" for the phone blind-index key derived from each data key.
 INDEX_KEY_INFO: Final = b"carehub/phone-index/v1"
 # The blind-index key used when no data key is configured (and by migration 0005 for existing

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from care_portal.const import API_PREFIX
 from care_portal.deps import ClockDep, SessionDep, SettingsDep
+from hub.clock import Clock
 from hub.notify import replies
 
 logger = logging.getLogger(__name__)
@@ -119,12 +121,35 @@ def status_callback(
     form: SignedForm, session: SessionDep, clock: ClockDep, hooks: HooksDep
 ) -> Response:
     """A delivery receipt for an SMS (``MessageSid``/``MessageStatus``) or a call
-    (``CallSid``/``CallStatus``). An unknown sid is logged and answered 204 all the same.
+    (``CallSid``/``CallStatus``), matched by its sid: the URL the sender gave before
+    2026-11-25. An unknown sid is logged and answered 204 all the same.
 
     A receipt changes a notification, never its alarm: nothing is stopped and the home's
     feedback stays as it is, so the alarm-changed hook is not called (each receipt would cost
     the hub two more reads and an MQTT publish, twice per SMS). A failed or undelivered one wakes
     the sender, whose fallback (a voice call) may now be due."""
+    return _receipt(form, session, clock, hooks, None)
+
+
+@router.post(
+    "/status/{notification_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
+)
+def notification_status_callback(
+    notification_id: int, form: SignedForm, session: SessionDep, clock: ClockDep, hooks: HooksDep
+) -> Response:
+    """A delivery receipt for the notification the URL names (the sender's URL since
+    2026-11-25): it counts even when it comes before the sender recorded the provider's sid.
+    Otherwise as ``/status``."""
+    return _receipt(form, session, clock, hooks, notification_id)
+
+
+def _receipt(
+    form: Mapping[str, str],
+    session: Session,
+    clock: Clock,
+    hooks: Hooks,
+    notification_id: int | None,
+) -> Response:
     sid = form.get("MessageSid") or form.get("SmsSid") or form.get("CallSid")
     provider_status = form.get("MessageStatus") or form.get("SmsStatus") or form.get("CallStatus")
     if not sid or not provider_status:
@@ -139,6 +164,7 @@ def status_callback(
         status=provider_status,
         error_code=form.get("ErrorCode") or None,
         now=clock.now(),
+        notification_id=notification_id,
     )
     session.commit()
     if (

@@ -520,20 +520,41 @@ def next_status(current: str, incoming: str) -> str:
 
 
 def apply_status(
-    session: Session, *, sid: str, status: str, error_code: str | None, now: datetime
+    session: Session,
+    *,
+    sid: str,
+    status: str,
+    error_code: str | None,
+    now: datetime,
+    notification_id: int | None = None,
 ) -> StatusResult | None:
-    """Apply a delivery receipt; what changed, or ``None`` for a sid the hub never sent."""
-    note = session.scalars(
-        select(Notification).where(Notification.provider_sid == sid).with_for_update()
-    ).one_or_none()
+    """Apply a delivery receipt; what changed, or ``None`` for a message the hub never sent.
+
+    ``notification_id`` comes from the callback URL the sender gave the provider
+    (``…/twilio/status/<id>``): a receipt can then arrive before the sender has recorded the
+    provider's sid (a loaded hub; the provider answers in milliseconds) and still count, and the
+    sid is recorded from it. A receipt naming another sid than the one recorded is an earlier
+    attempt's: it goes in the timeline and changes nothing. Without an id (URLs given before
+    2026-11-25) the receipt is matched by its sid alone."""
+    query = select(Notification).with_for_update()
+    if notification_id is None:
+        query = query.where(Notification.provider_sid == sid)
+    else:
+        query = query.where(Notification.id == notification_id)
+    note = session.scalars(query).one_or_none()
     if note is None:
         logger.warning("status callback for unknown sid %s (%s): ignored", sid, status)
         return None
+    earlier_attempt = note.provider_sid is not None and note.provider_sid != sid
+    if note.provider_sid is None:
+        note.provider_sid = sid  # came before the sender's own record of it
     mapped = map_provider_status(note.channel, status)
     before = note.status
-    after = before if mapped is None else next_status(before, mapped)
+    after = before if mapped is None or earlier_attempt else next_status(before, mapped)
     if mapped is None:
         logger.warning("notification %s: unknown provider status %r kept out", note.id, status)
+    if earlier_attempt:
+        logger.info("notification %s: receipt for an earlier attempt %s kept out", note.id, sid)
     changed = after != before
     if changed:
         note.status = after

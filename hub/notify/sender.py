@@ -229,7 +229,9 @@ class Sender:
             return out
 
     def _send(self, item: _Claimed) -> None:
-        callback = f"{self._base}/api/v1/twilio/status"
+        # the notification's id in the URL: its receipts count even when they come before the
+        # commit below has recorded the provider's sid (hub.notify.replies.apply_status)
+        callback = f"{self._base}/api/v1/twilio/status/{item.id}"
         error: ProviderError | None = None
         sid: str | None = None
         try:
@@ -258,8 +260,8 @@ class Sender:
             if sid is not None:
                 if row.status == "sending":  # a fast status callback may have moved it on
                     row.status = "sent"
+                    row.last_error = None  # an earlier attempt's; a receipt's error is kept
                 row.provider_sid = sid
-                row.last_error = None
                 metrics.NOTIFICATIONS_SENT.labels(channel=item.channel).inc()
                 detail.update(result="accepted", sid=sid)
             else:

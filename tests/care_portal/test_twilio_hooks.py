@@ -25,6 +25,7 @@ from hub.alarms import service
 from hub.broker import free_port
 from hub.clock import FakeClock, SystemClock
 from hub.config import PortalSettings, Settings, TwilioSettings
+from hub.notify.sender import Sender
 from hub.notify.texts import render
 from hub.storage.models import Alarm, AlarmStatus, AlarmTimelineEntry, Notification
 from simulators.twilio_sim import SimConfig
@@ -258,6 +259,91 @@ def test_a_status_callback_for_an_unknown_sid_is_answered_204(
 
     assert post_signed(client, STATUS, params).status_code == 204
     assert heard.alarms == []
+
+
+class _ReceiptFirstProvider:
+    """A provider whose delivery receipt reaches the portal before ``send_sms`` returns the
+    sid to the sender: the race a loaded hub meets, where the provider answers the callback URL
+    within milliseconds and the sender's commit of the sid waits for the database."""
+
+    def __init__(self, client: TestClient, status: str = "delivered") -> None:
+        self.client = client
+        self.status = status
+        self.receipts: list[int] = []
+        self.calls: list[str] = []
+
+    def send_sms(self, *, to: str, body: str, status_callback: str) -> str:
+        sid = "SM" + "f" * 32
+        params = {"MessageSid": sid, "MessageStatus": self.status, "To": to}
+        if self.status == "undelivered":
+            params["ErrorCode"] = "30003"
+        path = status_callback.removeprefix(PUBLIC)
+        self.receipts.append(post_signed(self.client, path, params).status_code)
+        return sid
+
+    def start_call(self, *, to: str, twiml_url: str, status_callback: str) -> str:
+        self.calls.append(to)
+        return "CA" + "f" * 32
+
+
+@pytest.mark.parametrize("receipt", ["delivered", "undelivered"])
+def test_a_receipt_that_comes_before_the_sender_recorded_the_sid_still_counts(
+    client: TestClient,
+    session_factory: sessionmaker[Session],
+    people: People,
+    heard: Heard,
+    receipt: str,
+) -> None:
+    """It used to be dropped ("unknown sid"): the portal then showed the SMS as sent, not
+    delivered, a red alarm's nurse got a needless voice call 90 s later, and an undelivered SMS
+    got its voice call only then. The sender's callback URL names the notification, so the
+    receipt counts, and the sender's own record that follows does not move it back."""
+    with session_factory() as s, s.begin():
+        alarm = open_alarm(s, people.kari, code="A7K2")
+        note_id = notify(s, alarm, "staff", people.nurse, NURSE_PHONE, status="queued").id
+        s.execute(update(Notification).values(next_attempt_at=T0))
+    provider = _ReceiptFirstProvider(client, receipt)
+    sender = Sender(session_factory, FakeClock(T0), provider, public_base_url=PUBLIC)
+
+    calls = [NURSE_PHONE] if receipt == "undelivered" else []  # the red SMS's fallback, at once
+    assert sender.drain() == 1 + len(calls)
+    assert provider.receipts == [204]
+    assert provider.calls == calls
+    with session_factory() as s:
+        note = s.get(Notification, note_id)
+        assert note is not None
+        assert (note.status, note.provider_sid) == (receipt, "SM" + "f" * 32)
+        if receipt == "undelivered":
+            assert note.last_error == "provider error 30003 (undelivered)"
+    assert timeline_kinds(session_factory, alarm.id).count("delivery") == 1
+
+
+def test_a_receipt_for_an_earlier_attempt_is_kept_in_the_timeline_and_changes_nothing(
+    client: TestClient, session_factory: sessionmaker[Session], kari_fall: int
+) -> None:
+    with session_factory() as s:
+        note = s.scalars(
+            select(Notification).where(Notification.provider_sid == "SM" + "1" * 32)
+        ).one()
+    params = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+
+    assert post_signed(client, f"{STATUS}/{note.id}", params).status_code == 204
+
+    with session_factory() as s:
+        again = s.get(Notification, note.id)
+        assert again is not None
+        assert (again.status, again.provider_sid) == ("delivered", "SM" + "1" * 32)
+    assert timeline_kinds(session_factory, kari_fall).count("delivery") == 1
+
+
+def test_a_receipt_naming_a_notification_that_does_not_exist_is_answered_204(
+    client: TestClient, kari_fall: int, heard: Heard
+) -> None:
+    params = {"MessageSid": "SMunknown", "MessageStatus": "delivered"}
+
+    assert post_signed(client, f"{STATUS}/999999", params).status_code == 204
+    assert post_signed(client, f"{STATUS}/999999", params, signature="x").status_code == 403
+    assert heard.alarms == [] and heard.outbox == 0
 
 
 # ---- voice -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.ingest import percentile, publish, wait_for
@@ -51,7 +51,6 @@ SEED_CHUNK = 1000
 ARM_BATCH = 250  # residents per transaction when arming (an ingest batch holds up to 500)
 # 23:00 in Oslo: a door opened now arms the 10-minute door-at-night grace timer
 NIGHT = datetime(2026, 1, 5, 23, 0, tzinfo=OSLO)
-STAMP_KEY = "bench_committed"
 T = TypeVar("T")
 
 
@@ -161,11 +160,13 @@ def _fall_alarms(session_factory: sessionmaker[Session]) -> int:
 
 # -- fall → alarm committed under load ----------------------------------------------------------
 class _CommitStamp:
-    """An ingest sink placed before the rules: stamps the moment each event's batch committed.
+    """An ingest sink that stamps the moment each event's batch committed.
 
     The rules write the alarm in the transaction that stores the fall event, so the commit of
     the fall's batch is the commit of its alarm (the run checks that every fall opened one).
-    This sink's ``after_commit`` runs first, before the rules' feedback and rescheduling.
+    The stamp is taken by the session's own ``after_commit`` event, in the ingest thread right
+    after COMMIT returns: before any sink's ``after_commit`` (the runtime runs the rules' first,
+    and they wake the sender), so an SMS can never seem to come before its alarm.
     """
 
     def __init__(self) -> None:
@@ -173,14 +174,17 @@ class _CommitStamp:
         self.falls: dict[str, float] = {}
 
     def handle(self, session: Session, outcome: BatchOutcome) -> None:
-        session.info[STAMP_KEY] = [
-            (f"{e.device_id}/{e.seq}", e.kind) for e in outcome.stored if e.kind != "status"
-        ]
+        keys = [(f"{e.device_id}/{e.seq}", e.kind) for e in outcome.stored if e.kind != "status"]
+
+        def committed(_session: Session) -> None:
+            now = CLOCK.monotonic()
+            for key, kind in keys:
+                (self.falls if kind == "fall" else self.done)[key] = now
+
+        event.listen(session, "after_commit", committed, once=True)
 
     def after_commit(self, info: dict[str, Any]) -> None:
-        now = CLOCK.monotonic()
-        for key, kind in info.get(STAMP_KEY, ()):
-            (self.falls if kind == "fall" else self.done)[key] = now
+        """Nothing: the stamp is taken at the commit itself (``handle``)."""
 
 
 def measure_fall_latency(

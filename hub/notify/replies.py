@@ -559,7 +559,7 @@ def apply_status(
     if changed:
         note.status = after
         note.updated_at = now
-    if error_code:
+    if error_code and not earlier_attempt:
         note.last_error = f"provider error {error_code} ({status})"
         note.updated_at = now
     alarms.add_note(

@@ -333,6 +333,7 @@ def test_a_receipt_for_an_earlier_attempt_is_kept_in_the_timeline_and_changes_no
         again = s.get(Notification, note.id)
         assert again is not None
         assert (again.status, again.provider_sid) == ("delivered", "SM" + "1" * 32)
+        assert again.last_error is None  # nor its error
     assert timeline_kinds(session_factory, kari_fall).count("delivery") == 1
 
 

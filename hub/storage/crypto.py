@@ -89,15 +89,14 @@ class KeyRing:
     fernet: MultiFernet | None = None
     # key id → AES-GCM cipher, for every configured key
     aead: dict[bytes, AESGCM] = field(default_factory=dict)
-    # the id and cipher of the first key: the one that encrypts
+    # the id of the first key: the one that encrypts
     primary_id: bytes | None = None
-    primary: AESGCM | None = None
     # One HMAC key per data key, newest first.
     index_keys: tuple[bytes, ...] = ()
 
     @property
     def encrypts(self) -> bool:
-        return self.primary is not None
+        return self.primary_id is not None
 
     @classmethod
     def from_keys(cls, keys: Sequence[str]) -> KeyRing:
@@ -133,7 +132,6 @@ class KeyRing:
             fernet=MultiFernet(fernets),
             aead=aead,
             primary_id=ids[0],
-            primary=aead[ids[0]],
             index_keys=tuple(index_keys),
         )
 
@@ -221,14 +219,13 @@ def encrypt_value(value: str, ring: KeyRing | None = None) -> str:
     if value == "":
         return PREFIX_CLEAR
     ring = ring or _state.ring
-    primary = ring.primary
-    if primary is None or ring.primary_id is None:
+    if ring.primary_id is None:
         if not _state.configured and not _state.warned:
             _state.warned = True
             logger.warning(NO_KEYS_WARNING)
         return PREFIX_CLEAR + value
     nonce = os.urandom(_NONCE_BYTES)
-    sealed = primary.encrypt(nonce, value.encode("utf-8"), None)
+    sealed = ring.aead[ring.primary_id].encrypt(nonce, value.encode("utf-8"), None)
     return PREFIX_ENCRYPTED + base64.urlsafe_b64encode(ring.primary_id + nonce + sealed).decode(
         "ascii"
     )
@@ -275,7 +272,7 @@ def decrypt_value(stored: str, field_name: str = "value", ring: KeyRing | None =
 def is_current(stored: str, ring: KeyRing) -> bool:
     """Whether ``stored`` is already in the form the ring writes (``v2:`` under its first key;
     the empty string is always ``v0:``). A ``v1:`` (Fernet) value never is."""
-    if ring.primary is None or stored == PREFIX_CLEAR:
+    if ring.primary_id is None or stored == PREFIX_CLEAR:
         return stored.startswith(PREFIX_CLEAR)
     if not stored.startswith(PREFIX_ENCRYPTED):
         return False

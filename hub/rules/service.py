@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,7 +42,7 @@ from hub.rules.model import (
     RaiseAlarm,
 )
 from hub.rules.timers import TimerDriver
-from hub.storage.bulk import one_of
+from hub.storage.bulk import one_of, update_rows
 from hub.storage.db import is_postgres
 from hub.storage.models import Alarm, Device, DeviceType, Resident, Room, RuleState
 
@@ -71,15 +71,6 @@ _DEVICES: Table = Device.__table__  # type: ignore[assignment]
 _ROOMS: Table = Room.__table__  # type: ignore[assignment]
 _STATES: Table = RuleState.__table__  # type: ignore[assignment]
 _DEFAULT_CONFIG = rule_config(None)
-_UPDATE_STATE = (
-    update(_STATES)
-    .where(_STATES.c.resident_id == bindparam("b_rid"))
-    .values(
-        state=bindparam("b_state", type_=_STATES.c.state.type),
-        next_due_at=bindparam("b_due", type_=_STATES.c.next_due_at.type),
-        updated_at=bindparam("b_now", type_=_STATES.c.updated_at.type),
-    )
-)
 
 
 def load_contexts(
@@ -339,9 +330,9 @@ class RulesService:
         existing: set[int],
         now: datetime,
     ) -> None:
-        """Write the new states and due times: one UPDATE (executemany) and one INSERT."""
+        """Write the new states and due times: one UPDATE (``update_rows``) and one INSERT."""
         updates = [
-            {"b_rid": rid, "b_state": state, "b_due": due, "b_now": now}
+            {"resident_id": rid, "state": state, "next_due_at": due, "updated_at": now}
             for rid, (state, due) in saved.items()
             if rid in existing
         ]
@@ -350,8 +341,7 @@ class RulesService:
             for rid, (state, due) in saved.items()
             if rid not in existing
         ]
-        if updates:
-            session.connection().execute(_UPDATE_STATE, updates)
+        update_rows(session, _STATES, updates, key="resident_id")
         if inserts:
             session.connection().execute(_STATES.insert(), inserts)
 

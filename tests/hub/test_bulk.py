@@ -13,13 +13,22 @@ from sqlalchemy import Engine, Table, event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.alarms import service as alarms
-from hub.storage.bulk import COPY_MIN_ROWS, append_rows, insert_new, one_of, reserve_ids
+from hub.storage.bulk import (
+    COPY_MIN_ROWS,
+    append_rows,
+    insert_new,
+    one_of,
+    reserve_ids,
+    update_rows,
+)
 from hub.storage.crypto import configure_keys, generate_key
 from hub.storage.db import make_engine, transaction
 from hub.storage.models import (
     AlarmTimelineEntry,
+    Device,
     Notification,
     Resident,
+    RuleState,
     SensorEvent,
     Severity,
 )
@@ -28,6 +37,8 @@ from tests.factories import T0, add_home
 NOTIFICATIONS = cast(Table, Notification.__table__)
 TIMELINE = cast(Table, AlarmTimelineEntry.__table__)
 EVENTS = cast(Table, SensorEvent.__table__)
+DEVICES = cast(Table, Device.__table__)
+STATES = cast(Table, RuleState.__table__)
 OSLO = ZoneInfo("Europe/Oslo")
 
 
@@ -299,3 +310,64 @@ def test_insert_new_stores_each_row_once_and_returns_only_the_new_ones(
         assert kept == first[1]["data"]
     with transaction(session_factory) as session:
         assert insert_new(session, EVENTS, [], unique=("device_id",), returning=("id",)) == []
+
+
+def test_update_rows_writes_each_named_row_and_keeps_what_it_is_told_to_keep(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """``update_rows`` (one UPDATE from arrays on PostgreSQL, executemany on SQLite): each row
+    gets its own values, times in another zone and JSON come back exactly, a None keeps the
+    column's value where asked (and is written as NULL where not), unnamed rows stay as they
+    were, and a key named twice is refused before anything is written."""
+    add_home(session_factory)
+    with session_factory() as session:
+        resident_id = session.scalars(select(Resident.id)).one()
+    known = [
+        {"id": device_id, "battery": 90 + k, "rssi": -50 - k, "last_seen_at": T0}
+        for k, device_id in enumerate(("d-fall", "d-door", "z-door", "z-radar"))
+    ]
+    with transaction(session_factory) as session:
+        update_rows(session, DEVICES, known, key="id")
+        session.add(RuleState(resident_id=resident_id, state={}, next_due_at=T0, updated_at=T0))
+    with session_factory() as session:
+        before = {row.id: row for row in session.execute(select(DEVICES)).all()}
+    assert before["z-door"].battery == 92 and before["d-door"].rssi == -51
+    seen = (T0 + timedelta(minutes=5)).astimezone(OSLO)
+    with transaction(session_factory) as session:
+        update_rows(
+            session,
+            DEVICES,
+            [
+                {"id": "d-door", "battery": 41, "rssi": None, "last_seen_at": seen},
+                {"id": "z-door", "battery": None, "rssi": -70, "last_seen_at": None},
+            ],
+            key="id",
+            keep_when_none=("battery", "rssi", "last_seen_at"),
+        )
+    with session_factory() as session:
+        after = {row.id: row for row in session.execute(select(DEVICES)).all()}
+    assert (after["d-door"].battery, after["d-door"].rssi) == (41, before["d-door"].rssi)
+    assert after["d-door"].last_seen_at == seen  # an aware time compares as an instant
+    assert (after["z-door"].battery, after["z-door"].rssi) == (before["z-door"].battery, -70)
+    assert after["z-door"].last_seen_at == before["z-door"].last_seen_at
+    assert after["d-fall"] == before["d-fall"] and after["z-radar"] == before["z-radar"]
+
+    state = {"door": {"open": True, "since": "2026-11-25T01:02:03+00:00"}, "note": 'æ " \\ {'}
+    with transaction(session_factory) as session:
+        update_rows(
+            session,
+            STATES,
+            [{"resident_id": resident_id, "state": state, "next_due_at": None, "updated_at": seen}],
+            key="resident_id",
+        )
+    with session_factory() as session:
+        row = session.execute(select(STATES)).one()
+    assert (row.state, row.next_due_at, row.updated_at) == (state, None, seen)  # None written
+
+    twice = [{"id": "d-door", "battery": 1}, {"id": "d-door", "battery": 2}]
+    with pytest.raises(ValueError, match="id named twice"), transaction(session_factory) as session:
+        update_rows(session, DEVICES, twice, key="id", keep_when_none=("battery",))
+    with transaction(session_factory) as session:
+        update_rows(session, DEVICES, [], key="id")  # nothing to write: no statement
+    with session_factory() as session:
+        assert session.scalar(select(DEVICES.c.battery).where(DEVICES.c.id == "d-door")) == 41

@@ -67,7 +67,8 @@ class IngestService:
         self._timer = SystemClock()
         self._queue: queue.Queue[InboundMessage] = queue.Queue()
         self._stop = threading.Event()
-        self._connected = threading.Event()
+        self._connected = threading.Event()  # connected and subscribed: ready
+        self._refused = False  # the broker refused a subscription (its ACL)
         self._worker: threading.Thread | None = None
         # the worker's own: taken from the queue and not committed yet (arrival order), and
         # taken and not acknowledged yet (arrival order; PUBACKs leave in this order)
@@ -92,6 +93,7 @@ class IngestService:
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
 
@@ -107,9 +109,26 @@ class IngestService:
             self._settings.mqtt.port,
             flags.session_present,
         )
+        self._refused = False
         client.subscribe([(topic, 1) for topic in subscriptions(self._settings)])
-        self._connected.set()
         metrics.MQTT_CONNECTED.set(1)
+        # ready (``wait_connected``) when the broker has granted the subscriptions: a message
+        # published before that would not be routed to this session the first time it connects
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reason_codes: Any, _props: Any
+    ) -> None:
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            self._refused = True
+            logger.error(
+                "MQTT subscription refused (%s): the hub receives nothing; check the broker's "
+                "ACL for %s",
+                ", ".join(refused),
+                ", ".join(subscriptions(self._settings)),
+            )
+            return
+        self._connected.set()
 
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
@@ -152,6 +171,7 @@ class IngestService:
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
+        """True once connected and subscribed (the broker granted every subscription)."""
         return self._connected.wait(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -168,7 +188,9 @@ class IngestService:
         self._client.publish(topic, payload, qos=1, retain=retain)
 
     def status(self) -> str:
-        return "connected" if self._connected.is_set() else "disconnected"
+        if self._connected.is_set():
+            return "connected"
+        return "subscription refused" if self._refused else "disconnected"
 
     # -- worker ---------------------------------------------------------------------------------
     def _take(self, message: InboundMessage) -> _Held:

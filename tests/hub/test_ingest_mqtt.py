@@ -142,3 +142,46 @@ def test_a_started_hub_freezes_its_start_up_heap_and_stopping_unfreezes_it(
     finally:
         runtime.stop()
     assert gc.get_freeze_count() == 0
+
+
+class _Subscriber:
+    """The one thing ``_on_connect`` asks of paho's client: it records the subscriptions."""
+
+    def __init__(self) -> None:
+        self.topics: list[tuple[str, int]] = []
+
+    def subscribe(self, topics: list[tuple[str, int]]) -> tuple[int, int]:
+        self.topics.extend(topics)
+        return 0, 1
+
+
+def test_the_hub_is_ready_only_when_the_broker_has_granted_its_subscriptions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``wait_connected`` means "subscribed": a message published between the CONNACK and the
+    SUBACK of a first connection is not routed to the hub's session, so a caller (the demo, a
+    test) that publishes as soon as the hub says it is connected could lose it. A refused
+    subscription leaves the hub not ready and says why."""
+    from paho.mqtt.client import ConnectFlags
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+    from sqlalchemy.orm import sessionmaker
+
+    from hub.ingest.pipeline import IngestProcessor
+    from hub.ingest.service import IngestService, subscriptions
+
+    settings = Settings()
+    granted = [ReasonCode(PacketTypes.SUBACK, identifier=1) for _ in subscriptions(settings)]
+    refused = [ReasonCode(PacketTypes.SUBACK, "Not authorized"), *granted[1:]]
+    for codes, ready in ((granted, True), (refused, False)):
+        service = IngestService(settings, IngestProcessor(settings, sessionmaker()))
+        client = _Subscriber()
+        accepted = ReasonCode(PacketTypes.CONNACK, "Success")
+        service._on_connect(client, None, ConnectFlags(False), accepted, None)  # type: ignore[arg-type]
+        assert client.topics == [(topic, 1) for topic in subscriptions(settings)]
+        assert not service.wait_connected(0)  # connected, not yet subscribed
+        assert service.status() == "disconnected"  # what /healthz shows meanwhile
+        service._on_subscribe(client, None, 1, codes, None)  # type: ignore[arg-type]
+        assert service.wait_connected(0) is ready
+        assert service.status() == ("connected" if ready else "subscription refused")
+    assert "MQTT subscription refused (Not authorized)" in caplog.text

@@ -122,7 +122,7 @@ class IngestService:
         if refused:
             self._refused = True
             logger.error(
-                "MQTT subscription refused (%s): the hub receives nothing; check the broker's "
+                "MQTT subscription refused (%s): the hub is not ready; check the broker's "
                 "ACL for %s",
                 ", ".join(refused),
                 ", ".join(subscriptions(self._settings)),

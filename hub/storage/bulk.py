@@ -125,12 +125,7 @@ def insert_new(
             .returning(*(table.c[name] for name in returning))
         )
         return [tuple(row) for row in conn.execute(stmt, list(rows))]
-    params: dict[str, list[Any]] = {}
-    for k, (name, process) in enumerate(
-        zip(names, _processors(table, names, dialect, ()), strict=True)
-    ):
-        values = [row[name] for row in rows]
-        params[f"c{k}"] = values if process is None else [process(v) for v in values]
+    params = _column_arrays(table, names, rows, dialect)
     result = conn.exec_driver_sql(_unnest_insert(table, names, unique, returning, dialect), params)
     return [tuple(row) for row in result]
 
@@ -165,14 +160,30 @@ def update_rows(
         stmt = _executemany_update(table, names, keep)
         conn.execute(stmt, [{f"b_{name}": row[name] for name in names} for row in rows])
         return
+    params = _column_arrays(table, names, rows, dialect)
+    conn.exec_driver_sql(_unnest_update(table, names, keep, dialect), params)
+
+
+def _column_arrays(
+    table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]], dialect: Dialect
+) -> dict[str, list[Any]]:
+    """The parameters of an unnest statement: one array per column (``c0``, ``c1`` …, in the
+    order of ``names``), each value through its column's bind processing."""
     params: dict[str, list[Any]] = {}
     for k, (name, process) in enumerate(
         zip(names, _processors(table, names, dialect, ()), strict=True)
     ):
-        column = [row[name] for row in rows]
-        params[f"c{k}"] = column if process is None else [process(v) for v in column]
-    sql = _unnest_update(table, names, keep, dialect)
-    conn.exec_driver_sql(sql, params)
+        values = [row[name] for row in rows]
+        params[f"c{k}"] = values if process is None else [process(v) for v in values]
+    return params
+
+
+def _array_casts(table: Table, names: Sequence[str], dialect: Dialect) -> str:
+    """``CAST(%(c0)s AS <type>[]), …``: the arrays of ``_column_arrays`` as unnest's arguments."""
+    return ", ".join(
+        f"CAST(%(c{k})s AS {ARRAY(table.c[name].type).compile(dialect=dialect)})"
+        for k, name in enumerate(names)
+    )
 
 
 _EXECUTEMANY_UPDATES: dict[tuple[str, tuple[str, ...], frozenset[str]], Any] = {}
@@ -211,10 +222,7 @@ def _unnest_update(
     if sql is None:
         quote = dialect.identifier_preparer.quote
         target = dialect.identifier_preparer.format_table(table)
-        arrays = ", ".join(
-            f"CAST(%(c{k})s AS {ARRAY(table.c[name].type).compile(dialect=dialect)})"
-            for k, name in enumerate(names)
-        )
+        arrays = _array_casts(table, names, dialect)
         sets = ", ".join(
             f"{quote(name)} = COALESCE(v.{quote(name)}, {target}.{quote(name)})"
             if name in keep_when_none
@@ -244,10 +252,7 @@ def _unnest_insert(
     sql = _UNNEST_INSERTS.get(key)
     if sql is None:
         quote = dialect.identifier_preparer.quote
-        arrays = ", ".join(
-            f"CAST(%(c{k})s AS {ARRAY(table.c[name].type).compile(dialect=dialect)})"
-            for k, name in enumerate(names)
-        )
+        arrays = _array_casts(table, names, dialect)
         sql = _UNNEST_INSERTS[key] = (
             f"INSERT INTO {dialect.identifier_preparer.format_table(table)} "
             f"({', '.join(quote(name) for name in names)}) SELECT * FROM unnest({arrays}) "

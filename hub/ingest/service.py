@@ -128,6 +128,7 @@ class IngestService:
                 ", ".join(subscriptions(self._settings)),
             )
             return
+        logger.info("MQTT subscriptions granted: the hub is ready")
         self._connected.set()
 
     def _on_disconnect(

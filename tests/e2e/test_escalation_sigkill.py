@@ -52,7 +52,8 @@ class Hub:
             )
 
     def connections(self) -> int:
-        return self.log.read_text(errors="replace").count("MQTT connected")
+        """Connections whose subscriptions the broker granted (the hub's readiness)."""
+        return self.log.read_text(errors="replace").count("the hub is ready")
 
     def kill(self) -> None:
         assert self.proc is not None

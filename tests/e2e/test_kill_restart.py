@@ -99,7 +99,9 @@ def test_sigkill_mid_stream_stores_every_event_exactly_once(
     publisher = Publisher(mosquitto.host, mosquitto.port, client_id="kill-test-device")
     hub_process.start()
     publisher.publish("carehub/v1/h1/d-fall/status", {"online": True})
-    wait_until(lambda: "MQTT connected" in hub_process.log.read_text(), timeout=30)
+    # ready once the broker granted the subscriptions: before that, on the session's first
+    # connection, a published event would not be routed to the hub at all
+    wait_until(lambda: "the hub is ready" in hub_process.log.read_text(), timeout=30)
 
     t0 = datetime(2026, 1, 5, 14, 0, tzinfo=UTC)
     done = threading.Event()

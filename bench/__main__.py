@@ -8,7 +8,6 @@ import logging
 import os
 import platform
 import statistics
-import timeit
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from bench.fleet import summary as fleet_summary
 from bench.fleet import table as fleet_table
 from bench.ingest import Run, run_ingest_bench
 from bench.ingest import as_json as ingest_json
+from bench.machine import fsync_ms, python_loop_ms
 from bench.rules import LatencyRun, ScaleRun, run_rules_bench
 from bench.rules import as_json as rules_json
 from hub.clock import SystemClock
@@ -98,14 +98,6 @@ def _reachable(url: str, console: Console) -> bool:
         engine.dispose()
 
 
-def python_loop_ms() -> float:
-    """A yardstick of this machine's one-core Python speed, to compare runs made on different
-    machines: the best of five timings of ``sum(range(1_000_000))``, in ms (lower is faster).
-    Machines of our kind have shown 15.6 ms (docs/benchmarks.md, "Machine")."""
-    timer = timeit.Timer("sum(range(1_000_000))")
-    return min(timer.repeat(repeat=5, number=4)) / 4 * 1000
-
-
 def _write(name: str, payload: dict[str, Any], console: Console) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = SystemClock().now().strftime("%Y%m%dT%H%M%SZ")
@@ -114,6 +106,7 @@ def _write(name: str, payload: dict[str, Any], console: Console) -> None:
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
         "python_loop_ms": round(python_loop_ms(), 2),
+        "fsync_ms": round(fsync_ms(), 3),
     }
     out.write_text(json.dumps({**machine, **payload}, indent=2))
     console.print(f"written {out}")
@@ -312,6 +305,7 @@ def _sms_table(runs: list[SmsRun]) -> Table:
         "max ms",
         "→ alarm p50/p99",
         "alarm → SMS p50/p99",
+        "yardstick / fsync ms",
         title="fall published → first SMS request received by the simulator, with background load",
     )
     for r in runs:
@@ -329,6 +323,7 @@ def _sms_table(runs: list[SmsRun]) -> Table:
             f"{r.max_ms:,.1f}",
             f"{r.alarm_p50_ms:,.0f} / {r.alarm_p99_ms:,.0f}",
             f"{r.to_sms_p50_ms:,.0f} / {r.to_sms_p99_ms:,.0f}",
+            f"{r.python_loop_ms:.1f} / {r.fsync_ms:.2f}",
         )
     return table
 
@@ -346,6 +341,7 @@ def _step_table(runs: list[StepRun]) -> Table:
         "lag p50 ms",
         "lag p99 ms",
         "lag max ms",
+        "yardstick / fsync ms",
         title="one EscalationEngine.tick() with every alarm's step due at the same moment",
     )
     for r in runs:
@@ -361,6 +357,7 @@ def _step_table(runs: list[StepRun]) -> Table:
             f"{r.p50_lag_ms:,.0f}",
             f"{r.p99_lag_ms:,.0f}",
             f"{r.max_lag_ms:,.0f}",
+            f"{r.python_loop_ms:.1f} / {r.fsync_ms:.2f}",
         )
     return table
 
@@ -404,7 +401,8 @@ def main() -> None:
         pg = None
     console.print(
         f"machine: {os.cpu_count()} CPUs, Python yardstick {python_loop_ms():.1f} ms "
-        "(sum(range(1_000_000)), lower is faster; results files record it too)"
+        f"(sum(range(1_000_000)), lower is faster), fsync {fsync_ms():.2f} ms (4 KiB, median); "
+        "results files record both, the escalation runs each at its start"
     )
     if args.suite in ("ingest", "all"):
         _ingest(args, pg, console)

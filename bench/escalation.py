@@ -22,6 +22,7 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bench.ingest import percentile, publish, wait_for
+from bench.machine import fsync_ms, python_loop_ms
 from bench.publisher import LOAD_DEVICES, fall_device, rules_home
 from bench.rules import NIGHT, _CommitStamp, _sqlite_database, seed_homes
 from bench.simulator import SimulatorProcess
@@ -89,6 +90,8 @@ class SmsRun:
     alarm_p99_ms: float
     to_sms_p50_ms: float
     to_sms_p99_ms: float
+    python_loop_ms: float  # the machine's speed right before the load (bench.machine)
+    fsync_ms: float  # the disk's flush time right before the load (bench.machine)
 
 
 @dataclass
@@ -106,6 +109,8 @@ class StepRun:
     p99_lag_ms: float
     max_lag_ms: float
     commits: int  # transactions the tick committed
+    python_loop_ms: float  # the machine's speed right before the timed part (bench.machine)
+    fsync_ms: float  # the disk's flush time right before the timed part (bench.machine)
 
 
 def _wait(ready: Callable[[], bool], timeout: float, what: str) -> None:
@@ -197,6 +202,7 @@ def measure_fall_sms(
         publish(broker.port, warm, rate, 0, homes, work / f"warm-{label}.json", "--fleet", "rules")
         wait_for(stamp.done, warm, 60)
         stamp.done.clear()
+        yardstick, flush = python_loop_ms(), fsync_ms()  # the hub is idle now
         count = int(rate * seconds)
         publish(broker.port, count, rate, 0, homes, out, "--fleet", "rules", "--falls", str(falls))
         wait_for(stamp.done, count, 120)
@@ -241,6 +247,8 @@ def measure_fall_sms(
         alarm_p99_ms=percentile(alarm_ms, 0.99),
         to_sms_p50_ms=percentile(to_sms_ms, 0.50),
         to_sms_p99_ms=percentile(to_sms_ms, 0.99),
+        python_loop_ms=yardstick,
+        fsync_ms=flush,
     )
 
 
@@ -334,6 +342,7 @@ def measure_steps(
             commits.append((CLOCK.monotonic(), len(session.info.pop(STEPS_KEY, ()))))
 
         event.listen(factory, "after_commit", after_commit)
+        yardstick, flush = python_loop_ms(), fsync_ms()
         profiler = cProfile.Profile() if profile else None
         t0 = CLOCK.monotonic()
         if profiler is not None:
@@ -368,6 +377,8 @@ def measure_steps(
         p99_lag_ms=percentile(lags, 0.99),
         max_lag_ms=max(lags, default=float("nan")),
         commits=len(commits),
+        python_loop_ms=yardstick,
+        fsync_ms=flush,
     )
     return run, text
 
@@ -413,6 +424,7 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
 
         event.listen(factory, "after_commit", after_commit)
         runtime.settle_heap()  # as a started hub has done (HubRuntime.start)
+        yardstick, flush = python_loop_ms(), fsync_ms()
         with _steps_seen():
             runtime.escalation.start()
             deadline = CLOCK.monotonic() + spread_s + 120
@@ -439,6 +451,8 @@ def measure_spread_steps(db_url: str, label: str, alarms: int, spread_s: float) 
         p99_lag_ms=percentile(fired, 0.99),
         max_lag_ms=max(fired, default=float("nan")),
         commits=commits,
+        python_loop_ms=yardstick,
+        fsync_ms=flush,
     )
 
 

@@ -305,6 +305,7 @@ def _sms_table(runs: list[SmsRun]) -> Table:
         "max ms",
         "→ alarm p50/p99",
         "alarm → SMS p50/p99",
+        "worker busy",
         "yardstick / fsync ms",
         title="fall published → first SMS request received by the simulator, with background load",
     )
@@ -323,6 +324,7 @@ def _sms_table(runs: list[SmsRun]) -> Table:
             f"{r.max_ms:,.1f}",
             f"{r.alarm_p50_ms:,.0f} / {r.alarm_p99_ms:,.0f}",
             f"{r.to_sms_p50_ms:,.0f} / {r.to_sms_p99_ms:,.0f}",
+            f"{r.worker_busy:.0%}",
             f"{r.python_loop_ms:.1f} / {r.fsync_ms:.2f}",
         )
     return table

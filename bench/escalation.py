@@ -92,6 +92,9 @@ class SmsRun:
     to_sms_p99_ms: float
     python_loop_ms: float  # the machine's speed right before the load (bench.machine)
     fsync_ms: float  # the disk's flush time right before the load (bench.machine)
+    # share of the load's wall time the ingest worker spent in its transactions (near 1:
+    # saturated, and a fall waits behind big batches)
+    worker_busy: float
 
 
 @dataclass
@@ -204,8 +207,10 @@ def measure_fall_sms(
         stamp.done.clear()
         yardstick, flush = python_loop_ms(), fsync_ms()  # the hub is idle now
         count = int(rate * seconds)
+        busy_before, load_start = runtime.ingest.busy_s, CLOCK.monotonic()
         publish(broker.port, count, rate, 0, homes, out, "--fleet", "rules", "--falls", str(falls))
         wait_for(stamp.done, count, 120)
+        busy = (runtime.ingest.busy_s - busy_before) / (CLOCK.monotonic() - load_start)
         deadline = CLOCK.monotonic() + 60
         pause = threading.Event()
         while len(_first_sms(sim)) < falls and CLOCK.monotonic() < deadline:
@@ -249,6 +254,7 @@ def measure_fall_sms(
         to_sms_p99_ms=percentile(to_sms_ms, 0.99),
         python_loop_ms=yardstick,
         fsync_ms=flush,
+        worker_busy=busy,
     )
 
 

@@ -21,6 +21,11 @@ DISCOVERED_MESSAGES = Counter(
     "carehub_discovered_device_messages_total", "Messages from devices that are not registered"
 )
 BATCH_COMMITS = Counter("carehub_ingest_batches_total", "Ingest transactions committed")
+INGEST_BUSY = Counter(
+    "carehub_ingest_busy_seconds_total",
+    "Seconds the ingest worker spent committing batches (its rate near 1: the worker is saturated "
+    "and a fall waits behind big batches)",
+)
 BATCH_FAILURES = Counter(
     "carehub_ingest_batch_failures_total", "Ingest transactions that failed and were retried"
 )

@@ -77,6 +77,7 @@ class IngestService:
         self._passed_in_a_row = 0  # batches in a row that put urgent messages ahead of older ones
         self._client = self._make_client()
         self.batches = 0
+        self.busy_s = 0.0  # time inside committed batches (``carehub_ingest_busy_seconds_total``)
         self.last_error: str | None = None
 
     # -- MQTT -----------------------------------------------------------------------------------
@@ -257,6 +258,7 @@ class IngestService:
                 batch = self._next_batch()
                 if not batch:
                     continue
+            started = self._timer.monotonic()
             try:
                 outcome = self._processor.process(
                     [held.message for held in batch], [held.decoded for held in batch]
@@ -269,6 +271,9 @@ class IngestService:
                 backoff = min(backoff * 2, self._settings.ingest.retry_backoff_max_s)
                 continue
             backoff = 0.1
+            busy = self._timer.monotonic() - started
+            self.busy_s += busy
+            metrics.INGEST_BUSY.inc(busy)
             self._committed(batch, outcome)
             batch = []
 

@@ -48,6 +48,7 @@ def test_the_escalation_benchmark_sees_every_falls_sms_at_the_simulator_process(
     assert run.load_committed == run.load_events == 200
     assert run.p50_ms > 0 and run.alarm_p50_ms > 0 and run.to_sms_p50_ms > 0
     assert run.python_loop_ms > 0 and run.fsync_ms > 0  # the machine's speed at the run
+    assert 0 < run.worker_busy <= 1  # a share of the load's wall time
 
 
 def test_the_step_benchmark_counts_every_step_once(db_url: str) -> None:

@@ -67,6 +67,7 @@ def test_good_bad_and_unknown_messages_each_land_where_they_should(
     hub: HubRuntime, publisher: Publisher
 ) -> None:
     rejected_before = _metric("carehub_messages_rejected_total", reason="invalid_json")
+    busy_before = _metric("carehub_ingest_busy_seconds_total")
     publisher.publish("carehub/v1/h1/d-fall/event", b"{oops")
     publisher.publish("carehub/v1/h1/d-door/event", _native(1, "door", open=1))
     publisher.publish("carehub/v1/h1/d-door/event", json.dumps({"pad": "x" * 5000}))
@@ -83,6 +84,9 @@ def test_good_bad_and_unknown_messages_each_land_where_they_should(
     assert (stranger.identifier, stranger.home_hint) == ("stranger", "h9")
     assert door is not None and door.battery == 77 and door.online is True
     assert _metric("carehub_messages_rejected_total", reason="invalid_json") == rejected_before + 1
+    # the worker's time in its transactions is counted: its rate is the worker's utilization
+    assert hub.ingest.busy_s > 0
+    assert _metric("carehub_ingest_busy_seconds_total") >= busy_before + hub.ingest.busy_s
 
 
 def test_events_published_while_the_hub_is_down_arrive_when_it_returns(

@@ -1,10 +1,11 @@
 """How fast the machine is at the moment: a yardstick taken beside each benchmark run.
 
-Machines of our kind differ in speed, and one machine runs in faster and slower phases (the same
-code gave fall → SMS p99 from 50 to 500 ms within an hour, docs/benchmarks.md). A run's numbers
-mean little without the speed of the moment they were taken in, so runs record this yardstick
-right before their timed part, not only once per benchmark: one-core Python speed and the disk's
-flush time (both databases wait for a flush at every commit)."""
+Machines of our kind differ in speed, and the same code's results spread widely from run to run
+(fall → SMS p99 from 64 to 750 ms within an hour, docs/benchmarks.md, stop 18). Runs record
+these readings right before their timed part, not only once per benchmark, so that a run can be
+told apart from a slow machine: one-core Python speed and the disk's flush time (both databases
+wait for a flush at every commit). In stop 18 they stayed steady while p99 spread: the spread
+was the hub's, not the machine's."""
 
 from __future__ import annotations
 

@@ -8,11 +8,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from paho.mqtt.client import ConnectFlags
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
 
 from hub.broker import MosquittoProcess
 from hub.config import DatabaseSettings, MqttSettings, Settings
+from hub.ingest.pipeline import IngestProcessor
+from hub.ingest.service import IngestService, subscriptions
 from hub.runtime import HubRuntime
 from hub.storage.models import Device, DiscoveredDevice, RejectedMessage, SensorEvent
 from tests.factories import add_home
@@ -166,14 +172,6 @@ def test_the_hub_is_ready_only_when_the_broker_has_granted_its_subscriptions(
     SUBACK of a first connection is not routed to the hub's session, so a caller (the demo, a
     test) that publishes as soon as the hub says it is connected could lose it. A refused
     subscription leaves the hub not ready and says why."""
-    from paho.mqtt.client import ConnectFlags
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.reasoncodes import ReasonCode
-    from sqlalchemy.orm import sessionmaker
-
-    from hub.ingest.pipeline import IngestProcessor
-    from hub.ingest.service import IngestService, subscriptions
-
     settings = Settings()
     granted = [ReasonCode(PacketTypes.SUBACK, identifier=1) for _ in subscriptions(settings)]
     refused = [ReasonCode(PacketTypes.SUBACK, "Not authorized"), *granted[1:]]

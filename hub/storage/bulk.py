@@ -15,6 +15,7 @@ reserves them first (``reserve_ids``) and writes them in the rows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -166,24 +167,46 @@ def update_rows(
 
 def _column_arrays(
     table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]], dialect: Dialect
-) -> dict[str, list[Any]]:
+) -> dict[str, Any]:
     """The parameters of an unnest statement: one array per column (``c0``, ``c1`` …, in the
-    order of ``names``), each value through its column's bind processing."""
-    params: dict[str, list[Any]] = {}
+    order of ``names``), each value through its column's bind processing. A JSON column's
+    values go as one JSON array text instead (``_array_casts``)."""
+    params: dict[str, Any] = {}
     for k, (name, process) in enumerate(
         zip(names, _processors(table, names, dialect, ()), strict=True)
     ):
         values = [row[name] for row in rows]
-        params[f"c{k}"] = values if process is None else [process(v) for v in values]
+        if _is_json(table, name):
+            serialize = getattr(dialect, "_json_serializer", None) or json.dumps
+            params[f"c{k}"] = serialize(values)
+        else:
+            params[f"c{k}"] = values if process is None else [process(v) for v in values]
     return params
 
 
+def _is_json(table: Table, name: str) -> bool:
+    return isinstance(table.c[name].type, JSON)
+
+
 def _array_casts(table: Table, names: Sequence[str], dialect: Dialect) -> str:
-    """``CAST(%(c0)s AS <type>[]), …``: the arrays of ``_column_arrays`` as unnest's arguments."""
-    return ", ".join(
-        f"CAST(%(c{k})s AS {ARRAY(table.c[name].type).compile(dialect=dialect)})"
-        for k, name in enumerate(names)
-    )
+    """``CAST(%(c0)s AS <type>[]), …``: the arrays of ``_column_arrays`` as unnest's arguments.
+
+    A JSON column's array is built on the server from one JSON array text, in order: as a
+    ``json[]`` parameter each document would be quoted and escaped into an array literal and
+    parsed out of it again. For the rule states (about 2 KB each) that made the ingest's
+    ``rule_states`` UPDATE three times slower (128 rows: 17-19 ms against 6 ms)."""
+    casts = []
+    for k, name in enumerate(names):
+        kind = table.c[name].type.compile(dialect=dialect)
+        if _is_json(table, name):
+            elements = "jsonb_array_elements" if kind == "JSONB" else "json_array_elements"
+            casts.append(
+                f"ARRAY(SELECT e FROM {elements}(CAST(%(c{k})s AS {kind})) "
+                f"WITH ORDINALITY AS t(e, n) ORDER BY n)"
+            )
+        else:
+            casts.append(f"CAST(%(c{k})s AS {ARRAY(table.c[name].type).compile(dialect=dialect)})")
+    return ", ".join(casts)
 
 
 _EXECUTEMANY_UPDATES: dict[tuple[str, tuple[str, ...], frozenset[str]], Any] = {}

@@ -371,3 +371,53 @@ def test_update_rows_writes_each_named_row_and_keeps_what_it_is_told_to_keep(
         update_rows(session, DEVICES, [], key="id")  # nothing to write: no statement
     with session_factory() as session:
         assert session.scalar(select(DEVICES.c.battery).where(DEVICES.c.id == "d-door")) == 41
+
+
+def test_json_documents_of_many_rows_each_land_on_their_own_row(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """PostgreSQL builds a JSON column's array on the server from one JSON array text
+    (``hub.storage.bulk._array_casts``); each row must still get its own document, including
+    awkward text, nesting, an empty document and JSON null, and the rows come in an order
+    unlike the key order."""
+    homes = [f"h{k}" for k in range(12)]
+    for home_id in homes:
+        add_home(session_factory, home_id, devices=())
+    with session_factory() as session:
+        residents = list(session.scalars(select(Resident.id).order_by(Resident.id.desc())))
+    with transaction(session_factory) as session:
+        for rid in residents:
+            session.add(RuleState(resident_id=rid, state={}, next_due_at=None, updated_at=T0))
+
+    def doc(k: int) -> Any:
+        if k == 3:
+            return {}
+        return {"k": k, "text": f'row {k}: " \\ , {{ }} æøå', "nested": {"list": [k, None, "x"]}}
+
+    rows = [
+        {
+            "resident_id": rid,
+            "state": doc(k),
+            "next_due_at": T0 + timedelta(seconds=k),
+            "updated_at": T0,
+        }
+        for k, rid in enumerate(residents)
+    ]
+    with transaction(session_factory) as session:
+        update_rows(session, STATES, rows, key="resident_id")
+    with session_factory() as session:
+        stored = {r.resident_id: (r.state, r.next_due_at) for r in session.execute(select(STATES))}
+    assert stored == {row["resident_id"]: (row["state"], row["next_due_at"]) for row in rows}
+
+    add_home(session_factory, "h-events")
+    events = [_event(k, f"key-{k}", home_id="h-events", data=doc(k)) for k in range(9)]
+    with transaction(session_factory) as session:
+        returned = insert_new(
+            session, EVENTS, events, unique=("device_id", "dedup_key"), returning=("dedup_key",)
+        )
+    assert len(returned) == len(events)
+    with session_factory() as session:
+        data = {
+            key: value for key, value in session.execute(select(EVENTS.c.dedup_key, EVENTS.c.data))
+        }
+    assert data == {event["dedup_key"]: event["data"] for event in events}

@@ -97,6 +97,8 @@ class HubRuntime:
             threading.Thread(target=self._retention_loop, name="retention", daemon=True).start()
         if self.background_sender:
             self.sender.start_background()
+            # an alarm's first SMS goes to the running sender straight from its commit (ADR 23)
+            self.escalation.hand_over = self.sender.hand_over
         self.escalation.start()
         self.ingest.start()
         if self.rules is not None:

@@ -29,6 +29,7 @@ from hub.alarms import service as alarms
 from hub.clock import Clock
 from hub.escalation.policy import Policy, from_snapshot, policy_for, snapshot
 from hub.escalation.recipients import Directory, Recipient, informed_relatives, resolve_step
+from hub.notify.sender import Claimed
 from hub.notify.texts import render
 from hub.relative_links import make_relative_link
 from hub.rules.timers import TimerDriver
@@ -83,6 +84,8 @@ ACTOR = "hub:escalation"
 # session.info key: alarms opened in this transaction whose first step runs before it commits
 _OPENED = "escalation_opened"
 _HOOKED = "escalation_hooked"
+# session.info key: first steps' messages claimed in this transaction, handed over once committed
+_HANDED = "escalation_handed"
 
 
 _NOTIFICATIONS = cast(Table, Notification.__table__)
@@ -100,9 +103,13 @@ class _Outbox:
     'sent' at once: the board shows them.
     """
 
-    def __init__(self, session: Session, now: datetime) -> None:
+    def __init__(self, session: Session, now: datetime, *, claim: bool = False) -> None:
         self.session = session
         self.now = now
+        # SMS and calls written already claimed ('sending', attempt 1) for a sender to which
+        # they are handed over after the commit (ADR 23); ``claimed`` lists them after ``flush``
+        self.claim = claim
+        self.claimed: list[Claimed] = []
         self._messages: dict[_MessageKey, tuple[int, dict[str, Any], dict[str, Any]]] = {}
         self._notes: list[tuple[int, str, dict[str, Any]]] = []
 
@@ -130,6 +137,7 @@ class _Outbox:
             logger.warning("alarm %s: %s %s to %s queued twice; sent once", *key[:2], channel, key)
             return True
         now = self.now
+        claimed = self.claim and channel != "portal"
         row = {
             "alarm_id": alarm_id,
             "channel": channel,
@@ -139,8 +147,8 @@ class _Outbox:
             "to_number": recipient.phone if channel != "portal" else None,
             # the board shows the alarm itself: a portal row keeps no copy of the text
             "body": "" if channel == "portal" else body,
-            "status": "sent" if channel == "portal" else "queued",
-            "attempts": 0,
+            "status": "sent" if channel == "portal" else "sending" if claimed else "queued",
+            "attempts": 1 if claimed else 0,
             "next_attempt_at": None if channel == "portal" else now,
             "step_index": step_index,
             "round": round_no,
@@ -175,6 +183,10 @@ class _Outbox:
             for nid, (alarm_id, row, detail) in zip(ids, self._messages.values(), strict=True):
                 rows.append({"id": nid, **row})
                 notes.append((alarm_id, "notification", {"notification_id": nid, **detail}))
+                if row["status"] == "sending":
+                    self.claimed.append(
+                        Claimed(nid, alarm_id, row["channel"], row["to_number"], row["body"], 1)
+                    )
             append_rows(session, _NOTIFICATIONS, rows, shared=("to_number",))
         notes.extend(self._notes)
         if notified:
@@ -407,8 +419,10 @@ def alarm_closed(session: Session, alarm: Alarm, *, now: datetime) -> None:
 
 
 def _forget_opened(session: Session, _previous: object) -> None:
-    """A rolled-back transaction's opened alarms are gone: nothing to run before a commit."""
+    """A rolled-back transaction's opened alarms are gone: nothing to run before a commit, and
+    none of their messages to hand over."""
     session.info.pop(_OPENED, None)
+    session.info.pop(_HANDED, None)
 
 
 def _pg(session: Session) -> bool:
@@ -511,6 +525,9 @@ class EscalationEngine:
         self._lock = threading.Lock()
         self._wake_lock = threading.Lock()
         self._policies: dict[str, Policy] = {}
+        # A running sender's ``hand_over`` (set by the runtime once its loop runs): an alarm's
+        # first step then writes its SMS and calls claimed and hands them over (ADR 23).
+        self.hand_over: Callable[[Sequence[Claimed]], None] | None = None
 
     def start(self) -> None:
         self._timer.start(self.tick)
@@ -609,13 +626,15 @@ class EscalationEngine:
         *,
         residents: Mapping[int, tuple[str, int]] | None = None,
         save: Callable[[Session, Sequence[_Step], datetime], None] | None = None,
-    ) -> None:
+        claim: bool = False,
+    ) -> list[Claimed]:
         """Advance these escalations (their alarms locked by this transaction) together:
         residents, roster and relatives read once; outbox and timeline written in bulk; the
         escalations and alarms updated with one UPDATE per distinct new state.
 
         ``residents`` (id → label, zone) when the caller has them; ``save`` writes the advanced
-        escalations (default: ``_save_steps``)."""
+        escalations (default: ``_save_steps``); ``claim`` writes the SMS and calls already
+        claimed, and returns them."""
         resident_ids = {step.resident_id for step in steps}
         if residents is None:
             residents = {
@@ -628,7 +647,7 @@ class EscalationEngine:
             }
         directory = Directory(session, now, self.ctx.tz)
         directory.preload_relatives(resident_ids)
-        outbox = _Outbox(session, now)
+        outbox = _Outbox(session, now, claim=claim)
         notified: list[tuple[int, AlarmStatus]] = []
         advanced: list[_Step] = []
         unanswered: list[int] = []
@@ -654,6 +673,7 @@ class EscalationEngine:
                 update(Alarm).where(one_of(session, Alarm.id, chunk)).values(unanswered=True)
             )
         outbox.flush(notified)
+        return outbox.claimed
 
     def _policy(self, snapshot_text: str) -> Policy:
         """The policy of a snapshot (its JSON text), parsed once per distinct snapshot (most
@@ -785,6 +805,7 @@ class EscalationEngine:
         if _HOOKED not in session.info:  # once per session, for all its transactions
             session.info[_HOOKED] = True
             event.listen(session, "before_commit", self._first_steps)
+            event.listen(session, "after_commit", self._hand_over)
             event.listen(session, "after_soft_rollback", _forget_opened)
         session.info.setdefault(_OPENED, []).append((esc, alarm, now))
 
@@ -820,9 +841,27 @@ class EscalationEngine:
                 esc.step_index, esc.round, esc.state = step.step_index, step.round, step.state
                 esc.next_due_at, esc.updated_at = step.next_due_at, now
 
+        claim = self.hand_over is not None
         with session.no_autoflush:
             for now, steps in by_time.items():
-                self._run_steps(session, steps, now, residents=residents, save=save)
+                claimed = self._run_steps(
+                    session, steps, now, residents=residents, save=save, claim=claim
+                )
+                if claimed:
+                    session.info.setdefault(_HANDED, []).extend(claimed)
+
+    def _hand_over(self, session: Session) -> None:
+        """Committed: the first steps' claimed messages go to the sender at once. If it was
+        stopped meanwhile they stay 'sending' and are requeued like any a dead sender left
+        (``stuck_after_s``, ADR 8)."""
+        claimed: list[Claimed] = session.info.pop(_HANDED, [])
+        hand_over = self.hand_over
+        if not claimed:
+            return
+        if hand_over is None:
+            logger.warning("%d claimed message(s) not handed over: no sender", len(claimed))
+            return
+        hand_over(claimed)
 
     def alarm_cancelled(self, session: Session, alarm: Alarm, now: datetime) -> None:
         alarm_closed(session, alarm, now=now)

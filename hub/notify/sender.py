@@ -4,7 +4,9 @@ Claiming is its own short transaction: a row goes ``queued → sending`` and com
 provider is called, then ``sending → sent`` (with the provider's sid) or back to ``queued`` with a
 backoff. When the process dies in between (docs/decisions/0008-sending-at-least-once.md), a row
 left in ``sending`` is sent again after ``stuck_after_s``: an alarm message is never lost, and a
-duplicate SMS or call is possible in exactly that window.
+duplicate SMS or call is possible in exactly that window. An alarm's first step claims its own
+messages in the transaction that opens the alarm and hands them over in memory (``hand_over``,
+ADR 23): the same ``sending`` state, without a claim transaction of the sender's.
 
 A red alarm's SMS to staff that fails, comes back undelivered, or is not delivered within
 ``red_sms_delivery_timeout_s`` is followed by one voice call to the same person.
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub import metrics
@@ -103,7 +106,10 @@ class TwilioProvider:
 
 
 @dataclass(frozen=True, slots=True)
-class _Claimed:
+class Claimed:
+    """A message in ``sending``, claimed for one attempt: by the sender's own claim, or by the
+    transaction that queued it (an alarm's first step, ``Sender.hand_over``)."""
+
     id: int
     alarm_id: int
     channel: str
@@ -145,6 +151,7 @@ class Sender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._handed: deque[Claimed] = deque()
 
     # -- background loop ------------------------------------------------------------------------
     def start_background(self, poll_s: float = 1.0) -> None:
@@ -156,11 +163,48 @@ class Sender:
     def wake(self) -> None:
         self._wake.set()
 
+    def hand_over(self, items: Sequence[Claimed]) -> None:
+        """Messages already claimed by the transaction that queued them (committed): sent
+        before anything else, with no claim of their own (ADR 23). Only for a sender whose
+        background loop runs (``running``)."""
+        self._handed.extend(items)
+        if self._stop.is_set():  # stopped meanwhile: nobody will send them here
+            self._release_handed()
+        else:
+            self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background loop runs (and so takes what is handed over)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
+        self._release_handed()
+
+    def _release_handed(self) -> None:
+        """Messages handed over and not sent (the hub is stopping) go back to ``queued``: the
+        next sender sends them at once instead of after ``stuck_after_s``."""
+        items = list(iter(self._pop_handed, None))
+        if not items:
+            return
+        now = self._clock.now()
+        with self._session_factory() as session, session.begin():
+            session.execute(
+                update(Notification)
+                .where(Notification.id.in_([item.id for item in items]))
+                .where(Notification.status == "sending")
+                .values(
+                    status="queued",
+                    attempts=Notification.attempts - 1,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+            )
+        logger.info("sender stopping: %d handed-over message(s) queued again", len(items))
 
     def _loop(self, poll_s: float) -> None:
         while not self._stop.is_set():
@@ -175,15 +219,32 @@ class Sender:
     def drain(self) -> int:
         """Send everything due; returns how many provider calls were made.
 
-        What is queued goes first: the housekeeping (requeueing what a dead sender left,
-        voice fallbacks for red SMS that did not get through) comes after it, and what it
-        queues is sent in the same drain. A fall's first SMS, woken by the commit that queued
-        it, so waits for no housekeeping reads."""
+        What was handed over goes first, then what is queued; the housekeeping (requeueing
+        what a dead sender left, voice fallbacks for red SMS that did not get through) comes
+        after it, and what it queues is sent in the same drain. A fall's first SMS, handed over
+        or woken by the commit that queued it, so waits for no housekeeping reads."""
         with self._lock:
-            total = self._send_due()
+            total = self._send_handed()
+            total += self._send_due()
             if self._housekeeping():
                 total += self._send_due()
             return total
+
+    def _send_handed(self) -> int:
+        total = 0
+        while not self._stop.is_set():
+            item = self._pop_handed()
+            if item is None:
+                break
+            self._send(item)
+            total += 1
+        return total
+
+    def _pop_handed(self) -> Claimed | None:
+        try:
+            return self._handed.popleft()
+        except IndexError:
+            return None
 
     def _send_due(self) -> int:
         total = 0
@@ -196,7 +257,7 @@ class Sender:
                 break
         return total
 
-    def _claim(self) -> list[_Claimed]:
+    def _claim(self) -> list[Claimed]:
         now = self._clock.now()
         with self._session_factory() as session, session.begin():
             query = (
@@ -217,7 +278,7 @@ class Sender:
                 row.attempts += 1
                 row.updated_at = now
                 out.append(
-                    _Claimed(
+                    Claimed(
                         row.id,
                         row.alarm_id,
                         row.channel,
@@ -228,7 +289,7 @@ class Sender:
                 )
             return out
 
-    def _send(self, item: _Claimed) -> None:
+    def _send(self, item: Claimed) -> None:
         # the notification's id in the URL: its receipts count even when they come before the
         # commit below has recorded the provider's sid (hub.notify.replies.apply_status)
         callback = f"{self._base}/api/v1/twilio/status/{item.id}"

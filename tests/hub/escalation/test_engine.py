@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,13 +22,14 @@ from hub.escalation.engine import (
     start_escalation,
 )
 from hub.escalation.policy import ensure_default_policies
-from hub.notify.sender import ProviderError, Sender
+from hub.notify.sender import Claimed, ProviderError, Sender
 from hub.rules.timers import ManualTimer
 from hub.storage.db import make_engine, make_sessionmaker
 from hub.storage.models import (
     Alarm,
     AlarmEscalation,
     AlarmStatus,
+    AlarmTimelineEntry,
     Home,
     Notification,
     Relative,
@@ -636,3 +638,139 @@ def test_alarms_a_transaction_opens_get_their_first_step_in_that_same_commit(
         with session_factory() as s:
             assert alarms.get_alarm(s, alarm_id).status == AlarmStatus.NOTIFIED
     assert engine.tick() == 0  # step 2 is two minutes away
+
+
+def _open_in(engine: EscalationEngine, s: Session, resident_id: int, now: datetime) -> int:
+    """Open a fall alarm as the rules do: ``open_or_join``, then the ``alarm_opened`` hook."""
+    resident = s.get(Resident, resident_id)
+    assert resident is not None
+    alarm, created = alarms.open_or_join(
+        s,
+        now=now,
+        resident_id=resident_id,
+        home_id=resident.home_id,
+        type="fall",
+        severity=Severity.RED,
+        summary="fall",
+    )
+    assert created
+    engine.alarm_opened(s, alarm, now)
+    return alarm.id
+
+
+def _rows(factory: sessionmaker[Session], alarm_id: int) -> list[tuple[str, str, str, int]]:
+    with factory() as s:
+        return [
+            (r.purpose, r.channel, r.status, r.attempts)
+            for r in s.scalars(
+                select(Notification)
+                .where(Notification.alarm_id == alarm_id)
+                .order_by(Notification.id)
+            )
+        ]
+
+
+def test_a_running_sender_gets_the_first_steps_sms_claimed_in_the_alarms_own_commit(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """With a running sender, step 1 writes its SMS already claimed ('sending', attempt 1) in
+    the commit that opens the alarm and hands it over once committed: the sender sends it
+    without a claim of its own, and it is recorded 'sent' after exactly one attempt. A
+    rolled-back transaction hands nothing over. The informed relative's SMS (not a step) is
+    queued as before and sent by the same sender."""
+    residents = seed(session_factory, residents=3)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+    handed: list[list[int]] = []
+    provider = RecordingProvider()
+    sender = Sender(session_factory, clock, provider, public_base_url="http://hub")
+
+    def hand_over(items: Sequence[Claimed]) -> None:
+        handed.append([item.id for item in items])
+        with session_factory() as s:  # committed before the hand-over, already claimed
+            for item in items:
+                row = s.get_one(Notification, item.id)
+                assert (row.status, row.attempts, row.body) == ("sending", 1, item.body)
+                assert (row.to_number, item.attempts) == (item.to_number, 1)
+        sender.hand_over(items)
+
+    engine.hand_over = hand_over
+    with session_factory() as s:
+        with s.begin():
+            first = [_open_in(engine, s, r, clock.now()) for r in residents[:2]]
+        with s.begin():
+            _open_in(engine, s, residents[2], clock.now())
+            s.rollback()
+    assert len(handed) == 1 and len(handed[0]) == 2  # one commit: both alarms' step-1 SMS
+    for alarm_id in first:
+        assert _rows(session_factory, alarm_id) == [
+            ("informed", "sms", "queued", 0),
+            ("alarm", "portal", "sent", 0),
+            ("alarm", "sms", "sending", 1),
+        ]
+    sender.start_background(poll_s=0.05)
+    try:
+        deadline = threading.Event()
+        for _ in range(200):
+            if len(provider.sent) == 4:
+                break
+            deadline.wait(0.05)
+    finally:
+        sender.stop()
+    # the handed-over SMS went first (to the nurse), then the queued ones (to the relative)
+    assert [to for _kind, to, _body in provider.sent] == ["+4790000001"] * 2 + ["+4791000002"] * 2
+    for alarm_id in first:
+        assert _rows(session_factory, alarm_id) == [
+            ("informed", "sms", "sent", 1),
+            ("alarm", "portal", "sent", 0),
+            ("alarm", "sms", "sent", 1),
+        ]
+
+
+def test_handed_over_sms_that_never_went_out_are_sent_after_all(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The process died after the alarm's commit, before its sender sent what was handed
+    over: the row stays 'sending' and the next sender requeues and sends it once
+    ``stuck_after_s`` has passed (ADR 8). A sender that stops with messages still in hand
+    puts them back to 'queued' (attempt 0), so the next one sends them at once."""
+    kari, anna = seed(session_factory, residents=2)
+    clock = FakeClock(T0)
+    engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
+    engine.hand_over = lambda items: None  # the process dies right after the commit
+    with session_factory() as s, s.begin():
+        lost = _open_in(engine, s, kari, clock.now())
+    provider = RecordingProvider()
+    sender = Sender(session_factory, clock, provider, public_base_url="http://hub")
+    assert sender.drain() == 1  # the informed relative's SMS; the step's SMS looks in hand
+    clock.advance(timedelta(minutes=3))
+    assert sender.drain() == 1
+    assert provider.sent[-1][1] == "+4790000001"
+    with session_factory() as s:
+        row = s.scalars(
+            select(Notification).where(
+                Notification.alarm_id == lost,
+                Notification.purpose == "alarm",
+                Notification.channel == "sms",
+            )
+        ).one()
+        assert (row.status, row.attempts) == ("sent", 2)
+        results = [
+            e.detail.get("result")
+            for e in s.scalars(
+                select(AlarmTimelineEntry).where(AlarmTimelineEntry.alarm_id == lost)
+            )
+            if e.kind == "notification_attempt" and e.detail.get("notification_id") == row.id
+        ]
+        assert results == ["requeued_after_crash", "accepted"]
+
+    stopping = Sender(session_factory, clock, RecordingProvider(), public_base_url="http://hub")
+    engine.hand_over = stopping.hand_over
+    with session_factory() as s, s.begin():
+        kept = _open_in(engine, s, anna, clock.now())
+    stopping.stop()  # its loop never ran: what it holds goes back to the outbox
+    assert _rows(session_factory, kept)[2] == ("alarm", "sms", "queued", 0)
+    before = len(provider.sent)
+    assert sender.drain() == 2  # at once, with the informed relative's SMS
+    assert {to for _k, to, _b in provider.sent[before:]} == {"+4790000001", "+4791000002"}
+    assert _rows(session_factory, kept)[2] == ("alarm", "sms", "sent", 1)

@@ -17,7 +17,10 @@ VERSION = 1
 
 def to_utc(value: datetime) -> datetime:
     """An aware datetime in UTC; a naive one is taken to be UTC already (never raises)."""
-    if value.tzinfo is None:
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    if tz is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
@@ -40,8 +43,23 @@ def _day(raw: Any) -> date | None:
         return None
 
 
+# The ISO texts of times dumped lately. A state is dumped after every observation and most of
+# its times (a device's last news, the activity watch) are the same as at the previous dump;
+# ``isoformat`` of an aware time costs about 0.8 µs, a look-up 0.03 µs. Equal times are the
+# same instant, and an instant has one UTC text, so an entry can never be wrong.
+_ISO_MEMO: dict[datetime, str] = {}
+_ISO_MEMO_MAX = 100_000
+
+
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else to_utc(value).isoformat()
+    if value is None:
+        return None
+    text = _ISO_MEMO.get(value)
+    if text is None:
+        if len(_ISO_MEMO) >= _ISO_MEMO_MAX:
+            _ISO_MEMO.clear()
+        text = _ISO_MEMO[value] = to_utc(value).isoformat()
+    return text
 
 
 def _str(raw: Any) -> str | None:

@@ -29,7 +29,6 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, REGCLASS
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -158,11 +157,20 @@ def update_rows(
         raise ValueError(f"update_rows({table.fullname}): a {key} named twice")
     keep = frozenset(keep_when_none)
     if not is_postgres(conn):
-        stmt = _executemany_update(table, names, keep)
-        conn.execute(stmt, [{f"b_{name}": row[name] for name in names} for row in rows])
+        # the values through their columns' processing here, then the driver's executemany:
+        # SQLAlchemy's own parameter work per row cost more than the UPDATE itself
+        processors = list(enumerate(_processors(table, names, dialect, ())))
+        params = []
+        for row in rows:
+            values = [row[name] for name in names]
+            for k, process in processors:
+                if process is not None:
+                    values[k] = process(values[k])
+            params.append((*values[1:], values[0]))
+        conn.exec_driver_sql(_executemany_update(table, names, keep, dialect), params)
         return
-    params = _column_arrays(table, names, rows, dialect)
-    conn.exec_driver_sql(_unnest_update(table, names, keep, dialect), params)
+    arrays = _column_arrays(table, names, rows, dialect)
+    conn.exec_driver_sql(_unnest_update(table, names, keep, dialect), arrays)
 
 
 def _column_arrays(
@@ -209,27 +217,29 @@ def _array_casts(table: Table, names: Sequence[str], dialect: Dialect) -> str:
     return ", ".join(casts)
 
 
-_EXECUTEMANY_UPDATES: dict[tuple[str, tuple[str, ...], frozenset[str]], Any] = {}
+_EXECUTEMANY_UPDATES: dict[tuple[str, tuple[str, ...], frozenset[str]], str] = {}
 
 
-def _executemany_update(table: Table, names: Sequence[str], keep_when_none: frozenset[str]) -> Any:
-    """The UPDATE of ``update_rows`` on SQLite, its parameters ``b_<name>`` (built once per
-    shape: building the expression costs more than running it); the first name is the key."""
+def _executemany_update(
+    table: Table, names: Sequence[str], keep_when_none: frozenset[str], dialect: Dialect
+) -> str:
+    """The UPDATE of ``update_rows`` on SQLite (built once per shape): the new values as
+    positional parameters in the order of ``names[1:]``, then the key (``names[0]``)."""
     cache_key = (table.fullname, tuple(names), keep_when_none)
-    stmt = _EXECUTEMANY_UPDATES.get(cache_key)
-    if stmt is None:
-        values = {
-            name: (
-                func.coalesce(bindparam(f"b_{name}", type_=table.c[name].type), table.c[name])
-                if name in keep_when_none
-                else bindparam(f"b_{name}", type_=table.c[name].type)
-            )
+    sql = _EXECUTEMANY_UPDATES.get(cache_key)
+    if sql is None:
+        quote = dialect.identifier_preparer.quote
+        sets = ", ".join(
+            f"{quote(name)} = coalesce(?, {quote(name)})"
+            if name in keep_when_none
+            else f"{quote(name)} = ?"
             for name in names[1:]
-        }
-        stmt = _EXECUTEMANY_UPDATES[cache_key] = (
-            update(table).where(table.c[names[0]] == bindparam(f"b_{names[0]}")).values(values)
         )
-    return stmt
+        sql = _EXECUTEMANY_UPDATES[cache_key] = (
+            f"UPDATE {dialect.identifier_preparer.format_table(table)} SET {sets} "
+            f"WHERE {quote(names[0])} = ?"
+        )
+    return sql
 
 
 _UNNEST_UPDATES: dict[tuple[str, tuple[str, ...], frozenset[str]], str] = {}

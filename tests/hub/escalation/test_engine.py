@@ -116,20 +116,26 @@ def seed(factory: sessionmaker[Session], residents: int = 1) -> list[int]:
         return ids
 
 
+def open_fall(s: Session, resident_id: int, now: datetime) -> Alarm:
+    """A new red fall alarm for the resident, in ``s``'s transaction (``open_or_join``)."""
+    resident = s.get(Resident, resident_id)
+    assert resident is not None
+    alarm, created = alarms.open_or_join(
+        s,
+        now=now,
+        resident_id=resident_id,
+        home_id=resident.home_id,
+        type="fall",
+        severity=Severity.RED,
+        summary="fall",
+    )
+    assert created
+    return alarm
+
+
 def open_alarm(factory: sessionmaker[Session], resident_id: int, now: datetime) -> int:
     with factory() as s, s.begin():
-        resident = s.get(Resident, resident_id)
-        assert resident is not None
-        alarm, created = alarms.open_or_join(
-            s,
-            now=now,
-            resident_id=resident_id,
-            home_id=resident.home_id,
-            type="fall",
-            severity=Severity.RED,
-            summary="fall",
-        )
-        assert created
+        alarm = open_fall(s, resident_id, now)
         start_escalation(s, alarm, now=now, ctx=CTX)
         return alarm.id
 
@@ -605,29 +611,14 @@ def test_alarms_a_transaction_opens_get_their_first_step_in_that_same_commit(
     clock = FakeClock(T0)
     engine = EscalationEngine(session_factory, clock, ManualTimer(), CTX)
 
-    def open_in(s: Session, resident_id: int) -> int:
-        resident = s.get(Resident, resident_id)
-        assert resident is not None
-        alarm, _created = alarms.open_or_join(
-            s,
-            now=clock.now(),
-            resident_id=resident_id,
-            home_id=resident.home_id,
-            type="fall",
-            severity=Severity.RED,
-            summary="fall",
-        )
-        engine.alarm_opened(s, alarm, clock.now())
-        return alarm.id
-
     with session_factory() as s:
         with s.begin():
-            opened = [open_in(s, r) for r in residents[:3]]
+            opened = [_open_in(engine, s, r, clock.now()) for r in residents[:3]]
         with s.begin():
-            open_in(s, residents[3])
+            _open_in(engine, s, residents[3], clock.now())
             s.rollback()
         with s.begin():
-            last = open_in(s, residents[3])
+            last = _open_in(engine, s, residents[3], clock.now())
     for alarm_id in [*opened, last]:
         # the informed relative's SMS, then step 1: portal + SMS to the nurse on duty
         assert queued(session_factory, alarm_id) == [
@@ -642,18 +633,7 @@ def test_alarms_a_transaction_opens_get_their_first_step_in_that_same_commit(
 
 def _open_in(engine: EscalationEngine, s: Session, resident_id: int, now: datetime) -> int:
     """Open a fall alarm as the rules do: ``open_or_join``, then the ``alarm_opened`` hook."""
-    resident = s.get(Resident, resident_id)
-    assert resident is not None
-    alarm, created = alarms.open_or_join(
-        s,
-        now=now,
-        resident_id=resident_id,
-        home_id=resident.home_id,
-        type="fall",
-        severity=Severity.RED,
-        summary="fall",
-    )
-    assert created
+    alarm = open_fall(s, resident_id, now)
     engine.alarm_opened(s, alarm, now)
     return alarm.id
 

@@ -109,6 +109,8 @@ class SchedulerTimer:
             )
 
     def stop(self) -> None:
+        """No more wake-ups; a callback already running (a tick in its transaction) is waited
+        for, so nothing of it runs after the hub has stopped (and its engine is disposed)."""
         self._callback = None
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+            self._scheduler.shutdown(wait=True)

@@ -121,3 +121,24 @@ def test_a_wake_up_due_while_its_callback_still_runs_is_not_dropped() -> None:
         assert done.wait(10), f"stopped after {len(runs)} run(s)"
     finally:
         timer.stop()
+
+
+def test_stopping_the_timer_waits_for_the_callback_that_runs() -> None:
+    """A tick still running when the hub stops finishes before ``stop`` returns, so nothing
+    of it runs after the hub's engine is disposed (the spread benchmark once logged a tick
+    that opened a connection to its SQLite file after the file was removed)."""
+    clock = SystemClock()
+    timer = SchedulerTimer(clock, safety_tick_s=3600)
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def tick() -> None:
+        started.set()
+        release.wait(10)
+        finished.set()
+
+    timer.start(tick)
+    timer.wake_at(clock.now())
+    assert started.wait(10)
+    threading.Timer(0.2, release.set).start()  # the tick ends a little after stop is called
+    timer.stop()
+    assert finished.is_set()

@@ -86,6 +86,8 @@ _OPENED = "escalation_opened"
 _HOOKED = "escalation_hooked"
 # session.info key: first steps' messages claimed in this transaction, handed over once committed
 _HANDED = "escalation_handed"
+# session.info key: the earliest next step of the escalations this transaction started
+_EARLIEST = "escalation_earliest_due"
 
 
 _NOTIFICATIONS = cast(Table, Notification.__table__)
@@ -423,6 +425,7 @@ def _forget_opened(session: Session, _previous: object) -> None:
     none of their messages to hand over."""
     session.info.pop(_OPENED, None)
     session.info.pop(_HANDED, None)
+    session.info.pop(_EARLIEST, None)
 
 
 def _pg(session: Session) -> bool:
@@ -528,6 +531,8 @@ class EscalationEngine:
         # A running sender's ``hand_over`` (set by the runtime once its loop runs): an alarm's
         # first step then writes its SMS and calls claimed and hands them over (ADR 23).
         self.hand_over: Callable[[Sequence[Claimed]], None] | None = None
+        # the wake-up last given to the timer (under ``_wake_lock``)
+        self._scheduled_for: datetime | None = None
 
     def start(self) -> None:
         self._timer.start(self.tick)
@@ -765,7 +770,23 @@ class EscalationEngine:
                         AlarmEscalation.state == ACTIVE
                     )
                 )
+            self._scheduled_for = nxt
             self._timer.wake_at(nxt)
+
+    def _wake_by(self, due: datetime) -> None:
+        """Escalations just committed have a step due at ``due``: make sure the timer fires by
+        then. Without a read when it can be decided from the wake-up last set: one still ahead
+        and no later than ``due`` stays (the tick it runs reads the next due time itself), one
+        later than ``due`` moves to ``due``. A wake-up already past may not have fired yet
+        (a step due right now): then the next due time is read as after any other commit."""
+        with self._wake_lock:
+            scheduled = self._scheduled_for
+            if scheduled is not None and scheduled > self._clock.now():
+                if due < scheduled:
+                    self._scheduled_for = due
+                    self._timer.wake_at(due)
+                return
+        self._reschedule()
 
     def on_alarm_changed(self, alarm_id: int) -> None:
         """A person changed the alarm (portal/API): if it is taken, stop at once."""
@@ -805,7 +826,7 @@ class EscalationEngine:
         if _HOOKED not in session.info:  # once per session, for all its transactions
             session.info[_HOOKED] = True
             event.listen(session, "before_commit", self._first_steps)
-            event.listen(session, "after_commit", self._hand_over)
+            event.listen(session, "after_commit", self._after_commit)
             event.listen(session, "after_soft_rollback", _forget_opened)
         session.info.setdefault(_OPENED, []).append((esc, alarm, now))
 
@@ -849,26 +870,34 @@ class EscalationEngine:
                 )
                 if claimed:
                     session.info.setdefault(_HANDED, []).extend(claimed)
+        dues = [step.next_due_at for steps in by_time.values() for step in steps]
+        earliest = min((due for due in dues if due is not None), default=None)
+        known = session.info.get(_EARLIEST)
+        if earliest is not None:
+            session.info[_EARLIEST] = earliest if known is None else min(known, earliest)
 
-    def _hand_over(self, session: Session) -> None:
-        """Committed: the first steps' claimed messages go to the sender at once. If it was
-        stopped meanwhile they stay 'sending' and are requeued like any a dead sender left
-        (``stuck_after_s``, ADR 8)."""
+    def _after_commit(self, session: Session) -> None:
+        """Committed: the first steps' claimed messages go to the sender at once (if it was
+        stopped meanwhile they stay 'sending' and are requeued like any a dead sender left,
+        ``stuck_after_s``, ADR 8); the timer fires by the started escalations' next step."""
         claimed: list[Claimed] = session.info.pop(_HANDED, [])
+        earliest: datetime | None = session.info.pop(_EARLIEST, None)
         hand_over = self.hand_over
-        if not claimed:
-            return
-        if hand_over is None:
-            logger.warning("%d claimed message(s) not handed over: no sender", len(claimed))
-            return
-        hand_over(claimed)
+        if claimed:
+            if hand_over is None:
+                logger.warning("%d claimed message(s) not handed over: no sender", len(claimed))
+            else:
+                hand_over(claimed)
+        if earliest is not None:
+            self._wake_by(earliest)
 
     def alarm_cancelled(self, session: Session, alarm: Alarm, now: datetime) -> None:
         alarm_closed(session, alarm, now=now)
 
     def wake(self) -> None:
-        """After a commit that started or stopped escalations: send what was queued, and set
-        the timer to the next due step."""
+        """After a commit that started or stopped escalations: send what was queued. The timer
+        was set by the commit itself (``_after_commit``): a started escalation's next step
+        moves it earlier if need be; a stopped one leaves it (an early wake-up finds nothing
+        due and reads the next due time)."""
         if self.on_outbox is not None:
             self.on_outbox()
-        self._reschedule()

@@ -12,15 +12,16 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.clock import FakeClock, SystemClock
 from hub.escalation.engine import EscalationEngine
 from hub.rules.service import AFTER_COMMIT_EARLIEST, RulesService
 from hub.rules.timers import SchedulerTimer
-from hub.storage.models import Resident, RuleState
+from hub.storage.models import Alarm, AlarmEscalation, Resident, RuleState
 from tests.factories import add_home
-from tests.hub.escalation.test_engine import CTX, open_alarm, seed
+from tests.hub.escalation.test_engine import CTX, open_alarm, open_fall, seed
 
 T0 = datetime(2026, 1, 5, 2, 0, tzinfo=UTC)  # 03:00 in Oslo
 
@@ -60,6 +61,20 @@ def _race(timer: HeldTimer, stale: threading.Thread, fresh: threading.Thread) ->
     assert not stale.is_alive() and not fresh.is_alive()
 
 
+def _open_via_hook(
+    factory: sessionmaker[Session], engine: EscalationEngine, resident_id: int, now: datetime
+) -> datetime:
+    """Open a fall alarm as the rules do (step 1 runs in its commit); its next step's due time."""
+    with factory() as s, s.begin():
+        alarm = open_fall(s, resident_id, now)
+        engine.alarm_opened(s, alarm, now)
+        alarm_id = alarm.id
+    with factory() as s:
+        esc = s.get_one(AlarmEscalation, alarm_id)
+        assert esc.next_due_at is not None
+        return esc.next_due_at
+
+
 def test_an_escalation_due_earlier_is_not_overwritten_by_a_stale_wake_up(
     session_factory: sessionmaker[Session],
 ) -> None:
@@ -67,13 +82,67 @@ def test_an_escalation_due_earlier_is_not_overwritten_by_a_stale_wake_up(
     timer = HeldTimer()
     engine = EscalationEngine(session_factory, FakeClock(T0), timer, CTX)
     open_alarm(session_factory, kari, T0 + timedelta(minutes=5))  # step 1 due 03:05
+    fresh_due: list[datetime] = []
 
-    def fresh() -> None:
-        open_alarm(session_factory, ola, T0)  # step 1 due 03:00, committed after the read
-        engine.wake()
+    def fresh() -> None:  # step 2 due 03:02, committed after the tick's read
+        fresh_due.append(_open_via_hook(session_factory, engine, ola, T0))
 
-    _race(timer, threading.Thread(target=engine.wake), threading.Thread(target=fresh))
-    assert timer.wakes[-1] == T0
+    _race(timer, threading.Thread(target=engine.tick), threading.Thread(target=fresh))
+    assert fresh_due[0] < T0 + timedelta(minutes=5)
+    assert timer.wakes[-1] == fresh_due[0]
+
+
+class CountingTimer:
+    """Records every wake-up asked for."""
+
+    def __init__(self) -> None:
+        self.wakes: list[datetime | None] = []
+
+    def start(self, callback: object) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def wake_at(self, when: datetime | None) -> None:
+        self.wakes.append(when)
+
+
+def test_an_opened_alarm_moves_the_escalation_timer_only_when_it_must(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """The commit that opens an alarm sets the timer from what it knows, without a read: a
+    wake-up already set earlier stays, a later one moves to the new step's due time. When the
+    wake-up set last is past (it may not have fired yet), the next due time is read."""
+    anna, berit, kari, ola = seed(session_factory, residents=4)
+    clock = FakeClock(T0)
+    timer = CountingTimer()
+    engine = EscalationEngine(session_factory, clock, timer, CTX)
+    open_alarm(session_factory, anna, T0 + timedelta(minutes=1))  # step 1 due 03:01
+    engine.tick()  # nothing due yet: the timer goes to 03:01
+    assert timer.wakes == [T0 + timedelta(minutes=1)]
+    _open_via_hook(session_factory, engine, berit, T0)  # its step 2 is later than 03:01
+    assert timer.wakes == [T0 + timedelta(minutes=1)]  # left as it was
+
+    clock.set(T0 + timedelta(minutes=1))
+    engine.tick()  # anna's step 1; her step 2 and berit's are next
+    first = timer.wakes[-1]
+    assert first is not None and first > clock.now()
+    due = _open_via_hook(session_factory, engine, kari, clock.now())
+    assert due > first and timer.wakes[-1] == first  # still later than the wake-up set
+
+    with session_factory() as s, s.begin():  # another hub's step, due before all of these
+        esc = s.get_one(AlarmEscalation, _alarm_of(s, anna))
+        esc.next_due_at = first - timedelta(seconds=30)
+    clock.set(first + timedelta(seconds=1))  # the wake-up set last is past now
+    calls = len(timer.wakes)
+    _open_via_hook(session_factory, engine, ola, clock.now())
+    assert len(timer.wakes) == calls + 1
+    assert timer.wakes[-1] == first - timedelta(seconds=30)  # read: the overdue step first
+
+
+def _alarm_of(s: Session, resident_id: int) -> int:
+    return s.scalars(select(Alarm.id).where(Alarm.resident_id == resident_id)).one()
 
 
 def test_a_rule_due_earlier_is_not_overwritten_by_a_stale_wake_up(

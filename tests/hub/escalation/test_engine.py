@@ -395,17 +395,7 @@ def test_relatives_get_a_signed_link_that_shows_only_this_alarm(
     [kari] = seed(session_factory)
     ctx = EscalationContext(OSLO, "https://portal.example", link_secret="s3cret", link_ttl_s=3600)
     with session_factory() as s, s.begin():
-        resident = s.get(Resident, kari)
-        assert resident is not None
-        alarm, _ = alarms.open_or_join(
-            s,
-            now=T0,
-            resident_id=kari,
-            home_id=resident.home_id,
-            type="fall",
-            severity=Severity.RED,
-            summary="fall",
-        )
+        alarm = open_fall(s, kari, T0)
         start_escalation(s, alarm, now=T0, ctx=ctx)
         alarm_id = alarm.id
         [per_id] = [r.id for r in s.scalars(select(Relative)).all() if r.name == "Per"]

@@ -166,17 +166,13 @@ class Sender:
     def hand_over(self, items: Sequence[Claimed]) -> None:
         """Messages already claimed by the transaction that queued them (committed): sent
         before anything else, with no claim of their own (ADR 23). Only for a sender whose
-        background loop runs (``running``)."""
+        background loop runs (``start_background``): ``drain`` sends them too, but nothing
+        else would call it."""
         self._handed.extend(items)
         if self._stop.is_set():  # stopped meanwhile: nobody will send them here
             self._release_handed()
         else:
             self._wake.set()
-
-    @property
-    def running(self) -> bool:
-        """Whether the background loop runs (and so takes what is handed over)."""
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.clock import FakeClock, SystemClock
 from hub.escalation.engine import EscalationEngine
 from hub.rules.service import AFTER_COMMIT_EARLIEST, RulesService
-from hub.rules.timers import SchedulerTimer
+from hub.rules.timers import JOB_ID, SchedulerTimer
 from hub.storage.models import Alarm, AlarmEscalation, Resident, RuleState
 from tests.factories import add_home
 from tests.hub.escalation.test_engine import CTX, open_alarm, open_fall, seed
@@ -208,6 +208,15 @@ def test_stopping_the_timer_waits_for_the_callback_that_runs() -> None:
     timer.start(tick)
     timer.wake_at(clock.now())
     assert started.wait(10)
+    # APScheduler's own thread drops the date job right after handing it to its executor; a
+    # shutdown in between makes that thread fail to find it (an unrelated race of the test)
+    gone = threading.Event()
+    for _ in range(200):
+        if timer._scheduler.get_job(JOB_ID) is None:
+            gone.set()
+            break
+        gone.wait(0.01)
+    assert gone.is_set()
     threading.Timer(0.2, release.set).start()  # the tick ends a little after stop is called
     timer.stop()
     assert finished.is_set()

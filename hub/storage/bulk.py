@@ -68,17 +68,7 @@ def append_rows(
     if defaulted or len(rows) < COPY_MIN_ROWS:
         conn.execute(insert(table), rows)
         return
-    processors = [
-        (k, process)
-        for k, process in enumerate(_processors(table, names, dialect, shared))
-        if process is not None
-    ]
-    processed = []
-    for row in rows:
-        values = [row[name] for name in names]
-        for k, process in processors:
-            values[k] = process(values[k])
-        processed.append(values)
+    processed = _processed(table, names, rows, dialect, shared)
     preparer = dialect.identifier_preparer
     quoted = ", ".join(preparer.quote(name) for name in names)
     if not is_postgres(conn):
@@ -159,14 +149,7 @@ def update_rows(
     if not is_postgres(conn):
         # the values through their columns' processing here, then the driver's executemany:
         # SQLAlchemy's own parameter work per row cost more than the UPDATE itself
-        processors = list(enumerate(_processors(table, names, dialect, ())))
-        params = []
-        for row in rows:
-            values = [row[name] for name in names]
-            for k, process in processors:
-                if process is not None:
-                    values[k] = process(values[k])
-            params.append((*values[1:], values[0]))
+        params = [(*values[1:], values[0]) for values in _processed(table, names, rows, dialect)]
         conn.exec_driver_sql(_executemany_update(table, names, keep, dialect), params)
         return
     arrays = _column_arrays(table, names, rows, dialect)
@@ -293,6 +276,29 @@ def _unnest_insert(
             f"RETURNING {', '.join(quote(name) for name in returning)}"
         )
     return sql
+
+
+def _processed(
+    table: Table,
+    names: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+    dialect: Dialect,
+    shared: Collection[str] = (),
+) -> list[list[Any]]:
+    """Each row's values in the order of ``names``, each through its column's bind processing
+    (``_processors``): what the driver is handed."""
+    processors = [
+        (k, process)
+        for k, process in enumerate(_processors(table, names, dialect, shared))
+        if process is not None
+    ]
+    processed = []
+    for row in rows:
+        values = [row[name] for name in names]
+        for k, process in processors:
+            values[k] = process(values[k])
+        processed.append(values)
+    return processed
 
 
 def _processors(
